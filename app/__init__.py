@@ -1,0 +1,1 @@
+"""lecture-qa: grounded question answering over lecture material."""

@@ -1,0 +1,1 @@
+"""HTTP only: translate requests to service calls and results to JSON."""

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, HTTPException, Request, UploadFile, status
+from starlette.concurrency import run_in_threadpool
+
+from app.api.deps import AdminDep, KeyDep, ServiceDep, SettingsDep, can_write
+from app.api.schemas import DocumentPublic, DocumentsPublic, UploadResponse
+from ingest.errors import UnsupportedFileType
+from ingest.loaders import kind_for_name
+from ingest.pipeline import SourceFile
+
+router = APIRouter(prefix="/api/v1", tags=["documents"])
+
+
+def safe_name(raw: str | None) -> str:
+    """The file's base name only, without control characters or path tricks."""
+    name = unicodedata.normalize("NFC", (raw or "").replace("\\", "/").split("/")[-1])
+    name = re.sub(r"[\x00-\x1f\x7f]", "", name).strip().lstrip(".")
+    return name[:200] or "upload"
+
+
+@router.get("/documents", response_model=DocumentsPublic, summary="List indexed documents")
+async def list_documents(service: ServiceDep, _: KeyDep) -> Any:
+    docs = await run_in_threadpool(service.store.documents)
+    return {"documents": docs, "count": len(docs)}
+
+
+@router.get("/documents/{doc_id}", response_model=DocumentPublic, summary="One document",
+            responses={404: {"description": "No such document"}})
+async def get_document(doc_id: str, service: ServiceDep, _: KeyDep) -> Any:
+    doc = await run_in_threadpool(service.store.document, doc_id)
+    if doc is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no document with id {doc_id!r}")
+    return doc
+
+
+@router.delete("/documents/{doc_id}", summary="Delete a document and its chunks",
+               responses={404: {"description": "No such document"}})
+async def delete_document(doc_id: str, service: ServiceDep, _: AdminDep) -> dict[str, Any]:
+    if not await run_in_threadpool(service.store.delete, doc_id):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no document with id {doc_id!r}")
+    return {"deleted": doc_id}
+
+
+@router.post("/documents", response_model=UploadResponse, summary="Upload lecture files (multipart, one or more)",
+             responses={413: {"description": "A file is over the size limit"},
+                        415: {"description": "Unsupported file type"},
+                        422: {"description": "No file could be ingested"}})
+async def upload_documents(files: Annotated[list[UploadFile], File(description="PDF, PPTX, DOCX, MD, HTML, TXT")],
+                           service: ServiceDep, settings: SettingsDep, _: AdminDep) -> Any:
+    limit = settings.max_upload_bytes
+    sources: list[SourceFile] = []
+    unsupported: list[dict[str, Any]] = []
+    for up in files:
+        name = safe_name(up.filename)
+        try:
+            kind_for_name(name)
+        except UnsupportedFileType as exc:
+            unsupported.append({"name": name, "status": "skipped", "reason": str(exc)})
+            continue
+        data = await up.read(limit + 1)
+        if len(data) > limit:
+            raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+                                f"{name} is over the upload limit of {settings.max_upload_mb:g} MiB")
+        sources.append(SourceFile(name=name, data=data, source="upload"))
+    if not sources:
+        raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+                            unsupported[0]["reason"] if unsupported else "no file was sent")
+    report = await run_in_threadpool(service.store.ingest, sources)
+    body = report.public()
+    body["files"] = sorted(body["files"] + unsupported, key=lambda f: f["name"])
+    if report.error:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, report.error)
+    if all(f["status"] == "skipped" for f in body["files"]):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY,
+                            {"message": "no file could be ingested", "files": body["files"]})
+    return body
+
+
+@router.get("/whoami", summary="What this key may do (used by the web page)")
+async def whoami(request: Request, settings: SettingsDep, token: KeyDep) -> dict[str, Any]:
+    return {"auth_required": bool(settings.api_key_set), "can_write": can_write(token, settings)}

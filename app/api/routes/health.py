@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="The process is alive")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="The index and the model are loaded", responses={503: {"description": "Not ready"}})
+def readyz(request: Request) -> Any:
+    service = getattr(request.app.state, "service", None)
+    if service is None:
+        error = getattr(request.app.state, "startup_error", None)
+        body = {"status": "failed" if error else "loading", "error": error}
+        return JSONResponse(body, status_code=503)
+    return {"status": "ready", **service.store.stats()}

@@ -1,0 +1,214 @@
+"""lecture-qa: ingest | documents | delete | ask | search | serve | eval."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from app.settings import Settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "data_dir", None):
+        overrides["data_dir"] = Path(args.data_dir)
+    return Settings(**overrides)
+
+
+def _location(loc: dict[str, Any]) -> str:
+    from ingest.units import location_label
+
+    return location_label(loc)
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from app.components import build_embedder, build_store
+    from ingest.pipeline import collect_paths
+
+    settings = _settings(args)
+    files, missing = collect_paths(args.paths)
+    if not files and not missing:
+        print("no supported files found (pdf, pptx, docx, md, html, txt)", file=sys.stderr)
+        return 1
+    print(f"loading the embedding model ({settings.embedding_backend})...", file=sys.stderr)
+    embedder = build_embedder(settings)
+    store = build_store(settings, embedder)
+    bars: dict[str, tqdm] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        bar = bars.get(stage)
+        if bar is None:
+            bar = bars[stage] = tqdm(total=total, desc=f"{stage:>5}", unit="file" if stage == "parse" else "chunk",
+                                     file=sys.stderr, disable=args.quiet)
+        bar.update(done - bar.n)
+
+    def waiting() -> None:
+        print("another ingest holds the library lock; waiting for it to finish...", file=sys.stderr)
+
+    pipeline = store.pipeline  # type: ignore[attr-defined]
+    report = pipeline.ingest(files, progress=progress, on_lock_wait=waiting)
+    for bar in bars.values():
+        bar.close()
+    report.files.extend(missing)
+    if args.json:
+        print(json.dumps(report.public(), indent=2))
+    else:
+        for f in report.files:
+            if f.status == "skipped":
+                print(f"  skipped   {f.name}: {f.reason}")
+            elif f.status == "replaced":
+                print(f"  replaced  {f.name} ({f.chunks} chunks)")
+        unchanged = sum(f.status == "unchanged" for f in report.files)
+        print(f"documents: {report.documents} ingested, {unchanged} unchanged, {len(report.skipped)} skipped")
+        print(f"pages/slides/sections: {report.units}   chunks: {report.chunks}   "
+              f"duplicates collapsed: {report.collapsed}   embedded: {report.embedded}")
+        print(f"seconds: {report.seconds:.1f}   chunks/s: {report.chunks_per_second:.1f}   "
+              f"data dir: {settings.data_dir}")
+    if report.error:
+        print(report.error, file=sys.stderr)
+        return 2
+    ok = [f for f in report.files if f.status in ("ingested", "replaced", "unchanged")]
+    return 0 if ok else 1
+
+
+def cmd_documents(args: argparse.Namespace) -> int:
+    from ingest.library import Library
+
+    docs = Library(_settings(args).data_dir).documents()
+    if args.json:
+        print(json.dumps([d.public() for d in docs], indent=2))
+        return 0
+    for d in docs:
+        print(f"{d.id}  {d.kind:<8} {d.units:>4} {d.unit_label:<8} {d.chunks:>4} chunks  {d.name}")
+    print(f"{len(docs)} documents")
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    from app.components import build_embedder, build_store
+
+    settings = _settings(args)
+    store = build_store(settings, build_embedder(settings))
+    if store.delete(args.doc_id):
+        print(f"deleted {args.doc_id}")
+        return 0
+    print(f"no document with id {args.doc_id}", file=sys.stderr)
+    return 1
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from app.components import build_service
+
+    service = build_service(_settings(args))
+    result = service.ask(args.question, top_k=args.top_k)
+    if args.json:
+        print(json.dumps(result.public(), indent=2, ensure_ascii=False))
+        return 0
+    print(result.answer.text)
+    print()
+    for c in result.answer.citations:
+        print(f"[{c.n}] {c.source.document.name}, {_location(c.source.location)}")
+    if not result.answer.grounded and result.sources:
+        print("closest sources:")
+        for i, s in enumerate(result.sources, 1):
+            print(f"  {i}. {s.document.name}, {_location(s.location)}")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from app.components import build_service
+
+    service = build_service(_settings(args))
+    for i, s in enumerate(service.search(args.query, args.top_k), 1):
+        print(f"{i}. {s.document.name}, {_location(s.location)}  (score {s.score:.4f})")
+        print("   " + s.text[:300].replace("\n", " "))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    if args.data_dir:
+        os.environ["LECTURE_QA_DATA_DIR"] = str(args.data_dir)
+    Settings()  # fail fast on bad settings, before workers start
+    uvicorn.run("app.factory:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
+                log_level=args.log_level)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from app.components import build_service
+    from app.qa.evaluate import evaluate
+
+    service = build_service(_settings(args))
+    result = evaluate(service, Path(args.qa), with_answers=not args.search_only)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lecture-qa", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", help="library directory (default: $LECTURE_QA_DATA_DIR or ./data)")
+
+    p = sub.add_parser("ingest", parents=[common], help="ingest files or folders (recursive)")
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("documents", parents=[common], help="list indexed documents")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_documents)
+
+    p = sub.add_parser("delete", parents=[common], help="delete a document and its chunks")
+    p.add_argument("doc_id")
+    p.set_defaults(func=cmd_delete)
+
+    p = sub.add_parser("ask", parents=[common], help="answer a question with citations")
+    p.add_argument("question")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser("search", parents=[common], help="show the top passages for a query")
+    p.add_argument("query")
+    p.add_argument("--top-k", type=int, default=5)
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("serve", parents=[common], help="run the HTTP service")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--log-level", default="info")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("eval", parents=[common], help="retrieval and refusal quality on a QA jsonl file")
+    p.add_argument("qa")
+    p.add_argument("--search-only", action="store_true", help="skip the refusal part (faster)")
+    p.set_defaults(func=cmd_eval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a clear one-line error, not a traceback
+        if os.environ.get("LECTURE_QA_DEBUG"):
+            raise
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,39 @@
+"""The one factory that turns Settings into a ready QAService (used by the app lifespan and the CLI)."""
+
+from __future__ import annotations
+
+from app.qa.answer import Answerer
+from app.qa.retrieve import Retriever
+from app.qa.service import QAService
+from app.qa.store import LocalStore, Store
+from app.settings import Settings
+from ingest.embedding import Embedder, make_embedder
+from ingest.library import Library
+from ingest.pipeline import Pipeline
+
+
+def build_embedder(settings: Settings) -> Embedder:
+    return make_embedder(settings.embedding_backend, settings.embedding_model, settings.embedding_threads)
+
+
+def build_store(settings: Settings, embedder: Embedder) -> Store:
+    if settings.store == "h2ogpte":
+        raise RuntimeError("LECTURE_QA_STORE=h2ogpte is not available in this build; use faiss")
+    library = Library(settings.data_dir, dim=embedder.dim, refresh_seconds=settings.refresh_seconds)
+    pipeline = Pipeline(library, embedder, max_file_bytes=settings.max_upload_bytes,
+                        max_unpacked_bytes=settings.max_unpacked_bytes)
+    return LocalStore(library, embedder, pipeline, Retriever(library, embedder))
+
+
+def build_answerer(settings: Settings, embedder: Embedder) -> Answerer:
+    if settings.llm != "extractive":
+        raise RuntimeError(f"LECTURE_QA_LLM={settings.llm} is not available in this build; use extractive")
+    from app.qa.answer.extractive import ExtractiveAnswerer
+
+    return ExtractiveAnswerer(embedder, min_evidence=settings.min_evidence)
+
+
+def build_service(settings: Settings, embedder: Embedder | None = None) -> QAService:
+    embedder = embedder or build_embedder(settings)
+    store = build_store(settings, embedder)
+    return QAService(store, build_answerer(settings, embedder), default_top_k=settings.top_k)

@@ -1,0 +1,1 @@
+"""Retrieval and answering; no HTTP in here."""

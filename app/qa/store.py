@@ -1,0 +1,86 @@
+"""The Store protocol and the embedded default: the on-disk library with hybrid retrieval."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from app.qa.grounding import Vocabulary
+from app.qa.retrieve import Retriever
+from app.qa.types import DocumentRef, Source
+from ingest.embedding import Embedder
+from ingest.library import Library
+from ingest.pipeline import Pipeline, Report, SourceFile
+
+
+class Store(Protocol):
+    name: str
+
+    def search(self, query: str, top_k: int, document_ids: Sequence[str] | None = None) -> list[Source]: ...
+
+    def unknown_terms(self, text: str) -> list[str]: ...
+
+    def ingest(self, files: list[SourceFile]) -> Report: ...
+
+    def documents(self) -> list[dict[str, Any]]: ...
+
+    def document(self, doc_id: str) -> dict[str, Any] | None: ...
+
+    def delete(self, doc_id: str) -> bool: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+
+class LocalStore:
+    """SQLite + FAISS + BM25 in a data directory, shared safely by several worker processes."""
+
+    name = "faiss"
+
+    def __init__(self, library: Library, embedder: Embedder, pipeline: Pipeline, retriever: Retriever) -> None:
+        self.library = library
+        self.embedder = embedder
+        self.pipeline = pipeline
+        self.retriever = retriever
+        self._vocab: tuple[int, Vocabulary] | None = None
+
+    def unknown_terms(self, text: str) -> list[str]:
+        snap = self.library.snapshot()
+        cached = self._vocab
+        if cached is None or cached[0] != snap.generation:
+            terms = snap.bm25.vocab_dict.keys() if snap.bm25 is not None else ()
+            cached = self._vocab = (snap.generation, Vocabulary(terms, self.embedder.known_words()))
+        return cached[1].unknown_terms(text)
+
+    def search(self, query: str, top_k: int, document_ids: Sequence[str] | None = None) -> list[Source]:
+        snap = self.library.snapshot()
+        hits = self.retriever.search(snap, query, top_k, document_ids)
+        out: list[Source] = []
+        for h in hits:
+            p = snap.passages[h.row]
+            doc = snap.documents.get(p.doc_id)
+            ref = DocumentRef(p.doc_id, doc.name if doc else "", doc.title if doc else "")
+            also = []
+            for a in p.also_at:
+                other = snap.documents.get(a["document_id"])
+                also.append({"document": {"id": a["document_id"], "name": other.name if other else "",
+                                          "title": other.title if other else ""}, "location": a["location"]})
+            out.append(Source(p.chunk_id, p.text, h.score, ref, p.location, also, dense=h.dense))
+        return out
+
+    def ingest(self, files: list[SourceFile]) -> Report:
+        return self.pipeline.ingest(files)
+
+    def documents(self) -> list[dict[str, Any]]:
+        return [d.public() for d in self.library.documents()]
+
+    def document(self, doc_id: str) -> dict[str, Any] | None:
+        d = self.library.document(doc_id)
+        return d.public() if d else None
+
+    def delete(self, doc_id: str) -> bool:
+        return self.pipeline.delete(doc_id)
+
+    def stats(self) -> dict[str, Any]:
+        snap = self.library.snapshot()
+        return {"generation": snap.generation, "documents": len(snap.documents), "passages": len(snap.passages),
+                "chunks": snap.raw_chunks, "duplicates_collapsed": snap.collapsed}

@@ -1,0 +1,53 @@
+"""Plain result shapes shared by stores, answerers and the HTTP layer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class DocumentRef:
+    id: str
+    name: str
+    title: str
+
+    def public(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "title": self.title}
+
+
+@dataclass
+class Source:
+    """One retrieved passage with where it (and its collapsed duplicates) appears."""
+
+    chunk_id: str
+    text: str
+    score: float
+    document: DocumentRef
+    location: dict[str, Any]
+    also_at: list[dict[str, Any]] = field(default_factory=list)
+    dense: float = 0.0  # cosine of query and passage (evidence strength)
+
+    def public(self) -> dict[str, Any]:
+        return {"chunk_id": self.chunk_id, "text": self.text, "score": round(self.score, 6),
+                "document": self.document.public(), "location": self.location, "also_at": self.also_at}
+
+
+@dataclass
+class Citation:
+    n: int  # 1-based index into the answer's sources
+    source: Source
+    quote: str
+
+    def public(self) -> dict[str, Any]:
+        return {"n": self.n, "chunk_id": self.source.chunk_id, "document": self.source.document.public(),
+                "location": self.source.location, "quote": self.quote}
+
+
+@dataclass
+class Answer:
+    text: str
+    grounded: bool
+    citations: list[Citation]
+    answered_by: str = "extractive"
+    llm_error: str | None = None

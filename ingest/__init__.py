@@ -1,0 +1,1 @@
+"""From lecture files to a searchable library on disk. Never imports `app`."""

@@ -1,0 +1,177 @@
+"""Units -> chunks that fit the embedder's token window, split at paragraph/line/sentence boundaries.
+
+Token counts come from the model's own tokenizer. WordPiece splits on whitespace first, so the count of
+"a\nb" is count(a) + count(b): pieces are counted once and summed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+
+from ingest.units import Chunk, ParsedDocument, Unit
+
+TokenCounter = Callable[[Sequence[str]], list[int]]
+
+_SENTENCE = re.compile(r"(?<=[.!?;:])\s+(?=[\"'(\[A-Z0-9$\\])")
+_WORD = re.compile(r"\w+", re.U)
+_FENCE = re.compile(r"^[ \t]*(```|~~~)")
+
+
+def blocks_of(text: str) -> list[str]:
+    """Paragraphs, with fenced code and $$ math kept whole, even across blank lines."""
+    blocks: list[str] = []
+    cur: list[str] = []
+    in_fence = False
+    in_math = False
+    for line in text.split("\n"):
+        fence = bool(_FENCE.match(line))
+        math = line.strip().startswith("$$") and not (line.strip().endswith("$$") and len(line.strip()) > 2)
+        if in_fence or in_math:
+            cur.append(line)
+            if (in_fence and fence) or (in_math and line.strip().endswith("$$")):
+                in_fence = in_math = False
+                blocks.append("\n".join(cur))
+                cur = []
+            continue
+        if fence or math:
+            if cur:
+                blocks.append("\n".join(cur))
+            cur = [line]
+            in_fence, in_math = fence, math
+            continue
+        if not line.strip():
+            if cur:
+                blocks.append("\n".join(cur))
+                cur = []
+            continue
+        cur.append(line)
+    if cur:
+        blocks.append("\n".join(cur))
+    return [b for b in blocks if b.strip()]
+
+
+def word_count(text: str) -> int:
+    return len(_WORD.findall(text))
+
+
+class Chunker:
+    """Pack the blocks of each unit into chunks of at most `max_tokens` (context header included)."""
+
+    def __init__(self, count_tokens: TokenCounter, max_tokens: int = 254, overlap_tokens: int = 32,
+                 min_words: int = 4) -> None:
+        self.count = count_tokens
+        self.max_tokens = max_tokens
+        self.overlap_tokens = overlap_tokens
+        self.min_words = min_words
+
+    def header(self, doc: ParsedDocument, unit: Unit) -> str:
+        section = unit.location.get("section") if "section" in unit.location else unit.title
+        parts = [doc.title]
+        if section and section != doc.title:
+            parts.append(str(section))
+        return " > ".join(parts)[:300]
+
+    def chunk_document(self, doc: ParsedDocument) -> list[Chunk]:
+        chunks: list[Chunk] = []
+        for unit in doc.units:
+            body_words = word_count(unit.text) - word_count(unit.title)
+            if body_words < self.min_words:
+                continue  # a title-only or near-empty slide/page/section
+            header = self.header(doc, unit)
+            header_tokens = self.count([header])[0]
+            budget = max(self.max_tokens - header_tokens, 64)
+            for piece in self.split(unit.text, budget):
+                chunks.append(Chunk(text=piece, embed_text=f"{header}\n{piece}", location=dict(unit.location),
+                                    order=len(chunks), title=unit.title))
+        return chunks
+
+    def split(self, text: str, budget: int) -> list[str]:
+        pieces = self._pieces(blocks_of(text), budget)
+        counts = self.count(pieces)
+        if sum(counts) <= budget:
+            return ["\n\n".join(pieces)] if pieces else []
+        out: list[str] = []
+        cur: list[tuple[str, int]] = []
+        for piece, n in zip(pieces, counts, strict=True):
+            if cur and sum(c for _, c in cur) + n > budget:
+                out.append(_join(cur))
+                carry = self._overlap(cur[-1][0])
+                cur = carry if carry and carry[0][1] + n <= budget else []
+            cur.append((piece, n))
+        if cur:
+            out.append(_join(cur))
+        return out
+
+    def _overlap(self, piece: str) -> list[tuple[str, int]]:
+        """The trailing sentences of `piece` that fit in overlap_tokens, to open the next chunk with context."""
+        if _FENCE.match(piece) or piece.lstrip().startswith("$$"):
+            return []
+        sentences = [x for x in _SENTENCE.split(piece.replace("\n", " ")) if x.strip()]
+        counts = self.count(sentences)
+        taken: list[str] = []
+        total = 0
+        for sent, c in zip(reversed(sentences), reversed(counts), strict=True):
+            if total + c > self.overlap_tokens:
+                break
+            taken.insert(0, sent)
+            total += c
+        return [(" ".join(taken), total)] if taken else []
+
+    def _pieces(self, blocks: list[str], budget: int) -> list[str]:
+        """Break blocks until every piece fits: block -> lines -> sentences -> word windows."""
+        out: list[str] = []
+        counts = self.count(blocks) if blocks else []
+        for block, n in zip(blocks, counts, strict=True):
+            if n <= budget:
+                out.append(block)
+                continue
+            lines = block.split("\n")
+            parts, sep = (lines, "\n") if len(lines) > 1 else (_SENTENCE.split(block), " ")
+            if len(parts) > 1:
+                out.extend(self._pieces(_regroup(parts, sep, self.count, budget), budget))
+                continue
+            out.extend(self._word_windows(block, budget))
+        return out
+
+    def _word_windows(self, text: str, budget: int) -> list[str]:
+        words = text.split(" ")
+        counts = self.count(words)
+        out: list[str] = []
+        cur: list[str] = []
+        total = 0
+        for w, n in zip(words, counts, strict=True):
+            if cur and total + n > budget:
+                out.append(" ".join(cur))
+                cur, total = [], 0
+            if n > budget:  # one absurd "word" (a base64 blob): cut it by characters
+                step = max(budget, 16)
+                out.extend(w[i : i + step] for i in range(0, len(w), step))
+                continue
+            cur.append(w)
+            total += n
+        if cur:
+            out.append(" ".join(cur))
+        return out
+
+
+def _regroup(parts: list[str], sep: str, count: TokenCounter, budget: int) -> list[str]:
+    """Re-join lines/sentences greedily into groups under budget, so pieces stay as large as allowed."""
+    counts = count(parts)
+    groups: list[str] = []
+    cur: list[str] = []
+    total = 0
+    for p, n in zip(parts, counts, strict=True):
+        if cur and total + n > budget:
+            groups.append(sep.join(cur))
+            cur, total = [], 0
+        cur.append(p)
+        total += n
+    if cur:
+        groups.append(sep.join(cur))
+    # a single group equal to the input would recurse forever: fall back to the raw parts
+    return parts if len(groups) == 1 and len(parts) > 1 else groups
+
+
+def _join(items: list[tuple[str, int]]) -> str:
+    return "\n\n".join(p for p, _ in items)

@@ -1,0 +1,109 @@
+"""Exact and near-duplicate collapse. Every chunk keeps existing; duplicates are grouped behind one canonical.
+
+Two rules, measured on the shared corpus:
+- incremental-build slides: a chunk whose 3-word shingles are (nearly) all contained in a neighbouring chunk of
+  the same document is folded into it (`contained_in`, decided at ingest, before embedding);
+- across the whole library: chunks whose normalised text is identical, or whose shingle Jaccard >= 0.8 (the
+  same deck exported to PDF and to PPTX), form one group.
+The canonical chunk of a group is its longest member; the others become its `also_at` locations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ingest.textnorm import shingles
+
+CONTAINMENT = 0.9
+JACCARD = 0.8
+
+
+def containment_links(texts: Sequence[str], window: int = 2) -> list[int | None]:
+    """For each chunk of one document, the index of a later/earlier neighbour that contains it, else None."""
+    sh = [shingles(t) for t in texts]
+    parent: list[int | None] = [None] * len(texts)
+    for i, a in enumerate(sh):
+        if not a:
+            continue
+        best: int | None = None
+        for j in range(max(0, i - window), min(len(texts), i + window + 1)):
+            if j == i or len(sh[j]) < len(a) or (len(sh[j]) == len(a) and j < i):
+                continue
+            if len(a & sh[j]) / len(a) >= CONTAINMENT and (best is None or len(sh[j]) > len(sh[best])):
+                best = j
+        parent[i] = best
+    # follow chains (a -> b -> c) to the final container
+    for i in range(len(parent)):
+        seen = {i}
+        p = parent[i]
+        while p is not None and parent[p] is not None and parent[p] not in seen:
+            seen.add(p)
+            p = parent[p]
+        parent[i] = p
+    return parent
+
+
+@dataclass
+class Groups:
+    canonical: list[int]  # row index of each group's canonical chunk
+    members: list[list[int]]  # row indices in each group, canonical first
+
+
+def group_duplicates(texts: Sequence[str], contained: Sequence[int | None], embedded: Sequence[bool]) -> Groups:
+    """Union-find over containment links, exact matches and shingle-Jaccard near-duplicates."""
+    n = len(texts)
+    parent = list(range(n))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    def union(a: int, b: int) -> None:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+
+    for i, c in enumerate(contained):
+        if c is not None:
+            union(i, c)
+    sets = [shingles(t) for t in texts]
+    _near_duplicates(sets, union)
+    groups: dict[int, list[int]] = {}
+    for i in range(n):
+        groups.setdefault(find(i), []).append(i)
+    canonical: list[int] = []
+    members: list[list[int]] = []
+    for rows in groups.values():
+        best = max(rows, key=lambda r: (embedded[r], len(texts[r]), -r))
+        canonical.append(best)
+        members.append([best] + [r for r in rows if r != best])
+    order = sorted(range(len(canonical)), key=lambda g: canonical[g])
+    return Groups([canonical[g] for g in order], [members[g] for g in order])
+
+
+def _near_duplicates(sets: list[set[int]], union) -> None:  # type: ignore[no-untyped-def]
+    """Pairs with Jaccard >= JACCARD, via a sparse chunk x shingle matrix (exact, no sampling)."""
+    from scipy import sparse
+
+    vocab: dict[int, int] = {}
+    rows: list[int] = []
+    cols: list[int] = []
+    for i, s in enumerate(sets):
+        for h in s:
+            rows.append(i)
+            cols.append(vocab.setdefault(h, len(vocab)))
+    if not rows:
+        return
+    m = sparse.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(len(sets), len(vocab)))
+    inter = (m @ m.T).tocoo()
+    sizes = np.array([len(s) for s in sets], dtype=np.float32)
+    mask = inter.row < inter.col
+    r, c, v = inter.row[mask], inter.col[mask], inter.data[mask]
+    jac = v / (sizes[r] + sizes[c] - v)
+    for a, b in zip(r[jac >= JACCARD], c[jac >= JACCARD], strict=True):
+        union(int(a), int(b))

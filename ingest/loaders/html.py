@@ -1,0 +1,91 @@
+"""HTML -> one unit per heading section of the main content; scripts, styles and navigation dropped."""
+
+from __future__ import annotations
+
+import re
+
+from ingest.loaders.sniff import decode_text
+from ingest.units import ParsedDocument, Unit
+
+_DROP = ["script", "style", "noscript", "nav", "header", "footer", "aside", "form", "iframe", "svg", "template",
+         "button", "select", "input"]
+_BLOCK = {"p", "li", "pre", "blockquote", "tr", "dt", "dd", "figcaption", "caption", "div", "table", "td", "th"}
+_HEADINGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
+
+
+def _quiet_bs4() -> None:
+    import warnings
+
+    from bs4 import XMLParsedAsHTMLWarning
+
+    warnings.filterwarnings("ignore", category=XMLParsedAsHTMLWarning)
+
+
+def load_html(data: bytes, fallback_title: str) -> ParsedDocument:
+    from bs4 import BeautifulSoup, NavigableString, Tag
+
+    _quiet_bs4()
+    text = decode_text(data)
+    soup = BeautifulSoup(text, "lxml")
+    title = soup.title.get_text(" ", strip=True) if soup.title else ""
+    for tag in soup.find_all(_DROP):
+        tag.decompose()
+    for tag in soup.find_all(attrs={"role": ["navigation", "banner", "contentinfo"]}):
+        tag.decompose()
+    root = soup.find("article") or soup.find("main") or soup.body or soup
+    units: list[Unit] = []
+    path: list[tuple[int, str]] = []
+    lines: list[str] = []
+    current: list[str] = []
+
+    def flush_line() -> None:
+        line = re.sub(r"\s+", " ", "".join(current)).strip()
+        if line:
+            lines.append(line)
+        current.clear()
+
+    def flush_unit() -> None:
+        flush_line()
+        body = "\n".join(lines).strip()
+        if body:
+            section = " > ".join(t for _, t in path) or title or fallback_title
+            units.append(Unit(text=body, location={"section": section}, title=path[-1][1] if path else ""))
+        lines.clear()
+
+    def walk(node: Tag) -> None:
+        nonlocal path
+        for child in node.children:
+            if isinstance(child, NavigableString):
+                if type(child).__name__ in ("Comment", "Doctype", "Declaration", "ProcessingInstruction"):
+                    continue
+                current.append(str(child))
+            elif isinstance(child, Tag):
+                name = child.name.lower()
+                if name in _HEADINGS:
+                    flush_unit()
+                    level = int(name[1])
+                    heading = child.get_text(" ", strip=True)
+                    if heading:
+                        path = [p for p in path if p[0] < level] + [(level, heading)]
+                        lines.append(heading)
+                elif name == "pre":
+                    flush_line()
+                    lines.append(child.get_text())
+                elif name == "br":
+                    flush_line()
+                elif name in ("td", "th"):
+                    current.append(" " + child.get_text(" ", strip=True) + " |")
+                else:
+                    block = name in _BLOCK
+                    if block:
+                        flush_line()
+                    walk(child)
+                    if block:
+                        flush_line()
+
+    walk(root)
+    flush_unit()
+    if not title:
+        h1 = soup.find("h1")
+        title = h1.get_text(" ", strip=True) if h1 else fallback_title
+    return ParsedDocument(title=title or fallback_title, kind="html", units=units, unit_label="sections")

@@ -1,0 +1,124 @@
+"""Markdown -> one unit per heading section (front matter stripped; code fences and LaTeX kept intact)."""
+
+from __future__ import annotations
+
+import re
+
+from ingest.loaders.sniff import decode_text
+from ingest.units import ParsedDocument, Unit
+
+_FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?)\n(---|\.\.\.)[ \t]*\n", re.S)
+_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$")
+_FENCE = re.compile(r"^[ \t]*(```|~~~)")
+_DROP_BLOCKS = re.compile(r"<(script|style|video|audio|iframe|svg)\b.*?</\1>", re.S | re.I)
+_COMMENT = re.compile(r"<!--.*?-->", re.S)
+_TAG = re.compile(r"</?[A-Za-z][^>\n]*>")
+_IMAGE = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
+_LINK = re.compile(r"\[([^\]]+)\]\((?:[^()]|\([^)]*\))*\)")
+_D2L_LINE = re.compile(r"^\s*(:(label|width|begin_tab|end_tab)|%%tab|#@(tab|save)).*$", re.M)
+_D2L_ROLE = re.compile(r":(cite|citet|citep|numref|eqref|ref):`[^`]*`")
+_D2L_EMPHASIS = re.compile(r"\[\*\*|\*\*\]|\(\*\*|\*\*\)")  # d2l's [**key idea**] / (**key idea**)
+
+
+_BLOCK_START = re.compile(r"^\s*([-*+>|#]|\d+[.)]\s|\$\$|:|\\\[|</?[a-z])")
+
+
+def unwrap(text: str) -> str:
+    """Join hard-wrapped lines of a paragraph (d2l wraps at ~60 chars); lists, tables and math stay as they are."""
+    out: list[str] = []
+    for line in text.split("\n"):
+        if (out and out[-1].strip() and line.strip() and not _BLOCK_START.match(line)
+                and not out[-1].rstrip().endswith(("$$", "|", "  ")) and not out[-1].lstrip().startswith(("#", "|"))):
+            out[-1] = out[-1].rstrip() + " " + line.strip()
+        else:
+            out.append(line)
+    return "\n".join(out)
+
+
+def clean_prose(text: str) -> str:
+    """Clean Markdown prose (never code): drop embedded media/HTML tags and link targets, keep the words."""
+    text = _COMMENT.sub("", text)
+    text = _DROP_BLOCKS.sub("", text)
+    text = _IMAGE.sub(lambda m: m.group(1), text)
+    text = _LINK.sub(lambda m: m.group(1), text)
+    text = _TAG.sub("", text)
+    text = _D2L_LINE.sub("", text)
+    text = _D2L_ROLE.sub("", text)
+    text = _D2L_EMPHASIS.sub("", text)
+    text = text.replace("&nbsp;", " ").replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">")
+    text = re.sub(r"[ \t]+\n", "\n", text)
+    return unwrap(re.sub(r"\n{3,}", "\n\n", text).strip())
+
+
+def split_sections(text: str) -> list[tuple[list[str], str]]:
+    """Split at ATX headings outside code fences: [(heading path, body including its heading line)]."""
+    sections: list[tuple[list[str], str]] = []
+    path: list[tuple[int, str]] = []
+    body: list[str] = []
+    in_fence = False
+    fence = ""
+
+    def flush() -> None:
+        sections.append(([t for _, t in path], "\n".join(body)))
+        body.clear()
+
+    for line in text.split("\n"):
+        m_f = _FENCE.match(line)
+        if m_f:
+            if not in_fence:
+                in_fence, fence = True, m_f.group(1)
+            elif m_f.group(1) == fence:
+                in_fence = False
+            body.append(line)
+            continue
+        m_h = None if in_fence else _HEADING.match(line)
+        if m_h:
+            flush()
+            level, title = len(m_h.group(1)), clean_prose(m_h.group(2)).strip("*_ ")
+            path = [p for p in path if p[0] < level] + [(level, title)]
+            body.append(title)
+            continue
+        body.append(line)
+    flush()
+    return sections
+
+
+def clean_outside_fences(text: str) -> str:
+    out: list[str] = []
+    prose: list[str] = []
+    in_fence, fence = False, ""
+    for line in text.split("\n"):
+        m_f = _FENCE.match(line)
+        if m_f and not in_fence:
+            out.append(clean_prose("\n".join(prose)))
+            prose = []
+            in_fence, fence = True, m_f.group(1)
+            out.append(line)
+        elif in_fence:
+            out.append(line)
+            if m_f and m_f.group(1) == fence:
+                in_fence = False
+        else:
+            prose.append(line)
+    out.append(clean_prose("\n".join(prose)))
+    return "\n".join(s for s in out if s is not None).strip()
+
+
+def load_markdown(data: bytes, fallback_title: str) -> ParsedDocument:
+    text = decode_text(data).replace("\r\n", "\n").replace("\r", "\n")
+    title = ""
+    m = _FRONT_MATTER.match(text)
+    if m:
+        t = re.search(r"^title:\s*['\"]?(.+?)['\"]?\s*$", m.group(1), re.M)
+        title = t.group(1).strip() if t else ""
+        text = text[m.end():]
+    units: list[Unit] = []
+    for path, body in split_sections(text):
+        cleaned = clean_outside_fences(body)
+        if not title and path:
+            title = path[0]
+        if not cleaned.strip():
+            continue
+        section = " > ".join(path) if path else (title or fallback_title)
+        units.append(Unit(text=cleaned, location={"section": section}, title=path[-1] if path else ""))
+    return ParsedDocument(title=title or fallback_title, kind="markdown", units=units, unit_label="sections")

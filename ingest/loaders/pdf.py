@@ -1,0 +1,63 @@
+"""PDF -> one unit per page, with pypdfium2.
+
+Chosen by measurement on the shared corpus: pypdf runs words together on the Harvard CS109b decks
+("Thebrowndog", 28 words over 18 letters) and takes 1.6-1.8 s per deck; pdfium separates them (0 such words)
+in 0.06-0.08 s. pypdfium2 is Apache-2.0/BSD licensed. PDFium is not thread-safe, hence the lock.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+
+from ingest.errors import IngestError
+from ingest.units import ParsedDocument, Unit
+
+_PDFIUM_LOCK = threading.Lock()
+_SOFT_HYPHEN = re.compile(r"[\x02\u00ad\ufffe]\s*\n?")
+
+
+def clean_page_text(raw: str) -> str:
+    text = raw.replace("\r\n", "\n").replace("\r", "\n")
+    text = _SOFT_HYPHEN.sub("", text)
+    text = text.replace("\x00", "").replace("\uf0b7", "•").replace("\uf0a7", "•")
+    lines = [re.sub(r"[ \t\u00a0]+", " ", ln).strip() for ln in text.split("\n")]
+    return "\n".join(ln for ln in lines if ln)
+
+
+def load_pdf(data: bytes, fallback_title: str) -> ParsedDocument:
+    import pypdfium2 as pdfium
+
+    with _PDFIUM_LOCK:
+        try:
+            pdf = pdfium.PdfDocument(data)
+        except pdfium.PdfiumError as exc:
+            msg = str(exc).lower()
+            if "password" in msg:
+                raise IngestError("the PDF is encrypted (password protected); remove the password and upload again") from exc
+            raise IngestError(f"the PDF is damaged or truncated and cannot be read ({exc})") from exc
+        try:
+            units: list[Unit] = []
+            title = ""
+            try:
+                meta = pdf.get_metadata_dict()
+                title = (meta.get("Title") or "").strip()
+            except Exception:  # noqa: BLE001 - metadata is optional
+                title = ""
+            for i in range(len(pdf)):
+                try:
+                    page = pdf[i]
+                    textpage = page.get_textpage()
+                    raw = textpage.get_text_range()
+                    textpage.close()
+                    page.close()
+                except pdfium.PdfiumError:
+                    continue  # an unreadable page does not sink the document
+                text = clean_page_text(raw)
+                first = text.split("\n", 1)[0] if text else ""
+                units.append(Unit(text=text, location={"page": i + 1}, title=first if len(first) <= 90 else ""))
+        finally:
+            pdf.close()
+    if not title or title.lower() in {"untitled", "powerpoint presentation", "slide 1"} or len(title) < 4:
+        title = fallback_title
+    return ParsedDocument(title=title, kind="pdf", units=units, unit_label="pages")

@@ -1,0 +1,238 @@
+"""ingest(files) -> Report: read, check, parse, chunk, fold repeats, embed (with a cache), commit once."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ingest.chunking import Chunker
+from ingest.dedupe import containment_links
+from ingest.embedding import Embedder
+from ingest.errors import FileTooLarge, IngestError
+from ingest.library import ChunkRow, DocumentRecord, Library, now_iso
+from ingest.loaders import SUPPORTED_SUFFIXES, kind_for_name, load_document
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+@dataclass
+class SourceFile:
+    name: str  # the document's name in the library (relative path for folders, file name for uploads)
+    data: bytes | None = None
+    path: Path | None = None
+    source: str = ""
+
+
+@dataclass
+class FileResult:
+    name: str
+    status: str  # ingested | unchanged | replaced | skipped
+    document_id: str | None = None
+    reason: str | None = None
+    units: int = 0
+    chunks: int = 0
+    replaced: list[str] = field(default_factory=list)
+
+    def public(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "status": self.status, "document_id": self.document_id,
+                               "units": self.units, "chunks": self.chunks}
+        if self.reason:
+            out["reason"] = self.reason
+        if self.replaced:
+            out["replaced"] = self.replaced
+        return out
+
+
+@dataclass
+class Report:
+    files: list[FileResult] = field(default_factory=list)
+    documents: int = 0
+    units: int = 0
+    chunks: int = 0
+    embedded: int = 0
+    collapsed: int = 0
+    seconds: float = 0.0
+    generation: int = 0
+    error: str | None = None
+
+    @property
+    def chunks_per_second(self) -> float:
+        return self.chunks / self.seconds if self.seconds else 0.0
+
+    @property
+    def skipped(self) -> list[FileResult]:
+        return [f for f in self.files if f.status == "skipped"]
+
+    def public(self) -> dict[str, Any]:
+        return {"documents": self.documents, "units": self.units, "chunks": self.chunks,
+                "embedded": self.embedded, "duplicates_collapsed": self.collapsed,
+                "seconds": round(self.seconds, 3), "chunks_per_second": round(self.chunks_per_second, 1),
+                "generation": self.generation, "files": [f.public() for f in self.files]}
+
+
+def collect_paths(paths: Iterable[str | Path]) -> tuple[list[SourceFile], list[FileResult]]:
+    """Files and folders (recursive) -> supported files named relative to the folder given; the rest reported."""
+    found: list[SourceFile] = []
+    skipped: list[FileResult] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            for f in sorted(p.rglob("*")):
+                if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts):
+                    if f.suffix.lower() in SUPPORTED_SUFFIXES:
+                        found.append(SourceFile(name=f.relative_to(p).as_posix(), path=f, source=str(f)))
+        elif p.is_file():
+            found.append(SourceFile(name=p.name, path=p, source=str(p)))
+        else:
+            skipped.append(FileResult(name=str(raw), status="skipped", reason="no such file or folder"))
+    return found, skipped
+
+
+@dataclass
+class _Staged:
+    result: FileResult
+    doc: DocumentRecord
+    chunks: list[ChunkRow]
+
+
+class Pipeline:
+    def __init__(self, library: Library, embedder: Embedder, *, max_file_bytes: int = 100 * 2**20,
+                 max_unpacked_bytes: int = 500 * 2**20, batch_size: int = 16,
+                 chunk_tokens: int | None = None) -> None:
+        self.library = library
+        self.embedder = embedder
+        self.chunker = Chunker(embedder.count_tokens, min(chunk_tokens or embedder.max_tokens, embedder.max_tokens))
+        self.max_file_bytes = max_file_bytes
+        self.max_unpacked_bytes = max_unpacked_bytes
+        self.batch_size = batch_size
+
+    # -- one file -> staged rows (no lock held) --
+    def _read(self, f: SourceFile) -> bytes:
+        kind_for_name(f.name)
+        if f.data is not None:
+            data = f.data
+        else:
+            assert f.path is not None
+            try:
+                size = f.path.stat().st_size
+                if size > self.max_file_bytes:
+                    raise FileTooLarge(f"the file is {size / 2**20:.1f} MiB, over the limit of "
+                                       f"{self.max_file_bytes / 2**20:.0f} MiB")
+                data = f.path.read_bytes()
+            except OSError as exc:
+                raise IngestError(f"the file cannot be read ({exc.strerror or exc})") from exc
+        if len(data) > self.max_file_bytes:
+            raise FileTooLarge(f"the file is {len(data) / 2**20:.1f} MiB, over the limit of "
+                               f"{self.max_file_bytes / 2**20:.0f} MiB")
+        return data
+
+    def _stage(self, f: SourceFile, data: bytes, doc_id: str) -> _Staged:
+        parsed = load_document(f.name, data, max_unpacked_bytes=self.max_unpacked_bytes)
+        chunks = self.chunker.chunk_document(parsed)
+        if not chunks:
+            raise IngestError("the document has no passage long enough to index (only titles or empty pages)")
+        links = containment_links([c.text for c in chunks])
+        rows = [
+            ChunkRow(id=f"{doc_id}-{c.order:05d}", doc_id=doc_id, order=c.order, text=c.text,
+                     embed_text=c.embed_text, embed_hash=hashlib.sha1(c.embed_text.encode()).hexdigest(),
+                     location=c.location, title=c.title, contained_in=None, embedding=None)
+            for c in chunks
+        ]
+        for row, link in zip(rows, links, strict=True):
+            if link is not None:
+                row.contained_in = rows[link].id
+        doc = DocumentRecord(id=doc_id, name=f.name, title=parsed.title, kind=parsed.kind, size=len(data),
+                             units=len(parsed.units), unit_label=parsed.unit_label, chunks=len(rows),
+                             ingested_at="", source=f.source)
+        return _Staged(FileResult(f.name, "ingested", doc_id, units=len(parsed.units), chunks=len(rows)), doc, rows)
+
+    def ingest(self, files: list[SourceFile], *, progress: Progress | None = None,
+               on_lock_wait: Callable[[], None] | None = None, lock_timeout: float = 600.0,
+               _before_commit: Callable[[], None] | None = None) -> Report:
+        start = time.perf_counter()
+        report = Report()
+        staged: list[_Staged] = []
+        known = {d.id for d in self.library.documents()}
+        seen_ids: set[str] = set()
+        for i, f in enumerate(files):
+            try:
+                data = self._read(f)
+                doc_id = hashlib.sha256(data).hexdigest()[:16]
+                if doc_id in known or doc_id in seen_ids:
+                    report.files.append(FileResult(f.name, "unchanged", doc_id))
+                else:
+                    staged.append(self._stage(f, data, doc_id))
+                    seen_ids.add(doc_id)
+            except IngestError as exc:
+                report.files.append(FileResult(f.name, "skipped", reason=str(exc)))
+            except Exception as exc:  # a parser bug on a hostile file must not sink the batch
+                report.files.append(FileResult(f.name, "skipped",
+                                               reason=f"the file could not be parsed ({type(exc).__name__}: {exc})"))
+            if progress:
+                progress("parse", i + 1, len(files))
+        if staged:
+            report.embedded = self._embed(staged, progress)
+        try:
+            with self.library.writer(timeout=lock_timeout, on_wait=on_lock_wait) as w:
+                before = self.library.snapshot().collapsed if staged else 0
+                for s in staged:
+                    if w.has_document(s.doc.id):  # a concurrent writer got there first
+                        s.result.status = "unchanged"
+                        s.result.units = s.result.chunks = 0
+                        continue
+                    for old in w.documents_named(s.doc.name):
+                        w.delete_document(old)
+                        s.result.status = "replaced"
+                        s.result.replaced.append(old)
+                    s.doc.ingested_at = now_iso()
+                    w.add_document(s.doc, s.chunks)
+                if _before_commit is not None:
+                    w.on_before_commit(_before_commit)
+            snap = w.snapshot or self.library.snapshot(force_check=True)
+            report.collapsed = max(snap.collapsed - before, 0) if staged else 0
+            report.generation = snap.generation
+        except Exception as exc:
+            report.error = f"the index could not be written: {exc}"
+            for s in staged:
+                s.result.status = "skipped"
+                s.result.reason = report.error
+        report.files.extend(s.result for s in staged)
+        report.files.sort(key=lambda r: r.name)
+        done = [s for s in staged if s.result.status in ("ingested", "replaced")]
+        report.documents = len(done)
+        report.units = sum(s.result.units for s in done)
+        report.chunks = sum(s.result.chunks for s in done)
+        report.seconds = time.perf_counter() - start
+        return report
+
+    def _embed(self, staged: list[_Staged], progress: Progress | None) -> int:
+        todo: dict[str, list[ChunkRow]] = {}
+        for s in staged:
+            for c in s.chunks:
+                if c.contained_in is None:
+                    todo.setdefault(c.embed_hash, []).append(c)
+        cached = self.library.cached_embeddings(list(todo))
+        for h, blob in cached.items():
+            for c in todo.pop(h, []):
+                c.embedding = np.frombuffer(blob, dtype=np.float32)
+        hashes = sorted(todo, key=lambda h: len(todo[h][0].embed_text))  # similar lengths share a batch
+        texts = [todo[h][0].embed_text for h in hashes]
+        step = max(self.batch_size * 8, 1)
+        for i in range(0, len(texts), step):
+            vecs = self.embedder.encode(texts[i : i + step], batch_size=self.batch_size)
+            for h, v in zip(hashes[i : i + step], vecs, strict=True):
+                for c in todo[h]:
+                    c.embedding = v
+            if progress:
+                progress("embed", min(i + step, len(texts)), len(texts))
+        return len(texts)
+
+    def delete(self, doc_id: str) -> bool:
+        with self.library.writer() as w:
+            return w.delete_document(doc_id)
