@@ -251,7 +251,7 @@ class Library:
         pos = {cid: i for i, cid in enumerate(ids)}
         contained = [pos.get(r[5]) if r[5] else None for r in rows]
         embedded = [r[6] is not None for r in rows]
-        groups = group_duplicates([r[2] for r in rows], contained, embedded)
+        groups = group_duplicates([r[2] for r in rows], contained, embedded, [r[1] for r in rows])
         passages: list[Passage] = []
         vecs = np.zeros((len(groups.canonical), self.dim), dtype=np.float32)
         keep: list[int] = []

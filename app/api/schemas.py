@@ -82,11 +82,15 @@ class AskResponse(BaseModel):
 
 
 class UploadResponse(BaseModel):
-    files: list[dict[str, Any]]
+    files: list[dict[str, Any]] = Field(description="Per file: name, status (ingested|unchanged|replaced|skipped), "
+                                        "document_id, reason when skipped")
     documents: int
+    units: int
     chunks: int
+    embedded: int
     duplicates_collapsed: int
     seconds: float
+    generation: int
 
 
 class ErrorResponse(BaseModel):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -20,4 +21,4 @@ def readyz(request: Request) -> Any:
         error = getattr(request.app.state, "startup_error", None)
         body = {"status": "failed" if error else "loading", "error": error}
         return JSONResponse(body, status_code=503)
-    return {"status": "ready", **service.store.stats()}
+    return {"status": "ready", "pid": os.getpid(), **service.store.stats()}

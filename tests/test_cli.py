@@ -1,0 +1,48 @@
+"""The lecture-qa command line, run as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import ROOT, SAMPLES
+
+
+def cli(*args: str, data_dir) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "app.cli", *args, "--data-dir", str(data_dir)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_ingest_documents_ask_delete(tmp_path):
+    data = tmp_path / "data"
+    (tmp_path / "bad.pdf").write_bytes(b"<html>not a pdf</html>")
+    r = cli("ingest", str(SAMPLES), str(tmp_path / "bad.pdf"), data_dir=data)
+    assert r.returncode == 0, r.stderr
+    assert "documents: 5 ingested, 0 unchanged, 1 skipped" in r.stdout
+    assert "skipped   bad.pdf: the file is named .pdf but its content is an HTML page" in r.stdout
+    assert "duplicates collapsed:" in r.stdout and "chunks/s:" in r.stdout
+    assert "parse: 100%" in r.stderr  # progress bar
+
+    again = cli("ingest", str(SAMPLES), data_dir=data)
+    assert "documents: 0 ingested, 5 unchanged, 0 skipped" in again.stdout
+
+    listed = json.loads(cli("documents", "--json", data_dir=data).stdout)
+    assert sorted(d["name"] for d in listed) == sorted(p.name for p in SAMPLES.iterdir())
+
+    ask = cli("ask", "What does the forget gate in an LSTM do?", data_dir=data)
+    assert ask.returncode == 0
+    assert "[1] 03-lstm-and-gru.pptx, slide 3" in ask.stdout
+
+    doc_id = next(d["id"] for d in listed if d["name"] == "03-lstm-and-gru.pptx")
+    assert cli("delete", doc_id, data_dir=data).returncode == 0
+    assert cli("delete", doc_id, data_dir=data).returncode == 1
+    assert len(json.loads(cli("documents", "--json", data_dir=data).stdout)) == 4
+
+
+def test_ingest_exit_status_when_nothing_ingests(tmp_path):
+    (tmp_path / "empty.md").write_text("")
+    r = cli("ingest", str(tmp_path / "empty.md"), str(tmp_path / "missing.pdf"), data_dir=tmp_path / "data")
+    assert r.returncode == 1
+    assert "skipped   empty.md: the file is empty" in r.stdout
+    assert "skipped   " in r.stdout and "no such file or folder" in r.stdout
