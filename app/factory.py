@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.routes import ask, documents, health, search
 from app.components import build_service
@@ -24,8 +25,38 @@ WEB_DIR = Path(__file__).parent / "web"
 MAX_FILES_PER_UPLOAD = 20
 
 
+class BodyLimit:
+    """Refuse an over-long request body by its Content-Length before reading it (pure ASGI: no per-request cost
+    of BaseHTTPMiddleware on the search hot path)."""
+
+    def __init__(self, app: ASGIApp, limit: int, per_file_mb: float) -> None:
+        self.app = app
+        self.limit = limit
+        self.per_file_mb = per_file_mb
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                    message = f"the request body is over the limit ({self.per_file_mb:g} MiB a file)"
+                    await JSONResponse({"error": message}, status_code=413)(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+def _single_threaded_math() -> None:
+    """A request's vector math is tiny (one query against a few thousand rows); BLAS and OpenMP thread pools
+    only spin and contend with the other requests' threads. Measured: 26% of server CPU under 8 clients."""
+    import faiss
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+    faiss.omp_set_num_threads(1)
+
+
 def _load(app: FastAPI, settings: Settings) -> None:
     try:
+        _single_threaded_math()
         service = build_service(settings)
         service.store.stats()  # opens the index: ready means searchable
         app.state.service = service
@@ -56,13 +87,8 @@ def create_app(settings: Settings | None = None, *, load_in_background: bool = T
     app.state.service = None
     app.state.startup_error = None
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):  # type: ignore[no-untyped-def]
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > settings.max_upload_bytes * MAX_FILES_PER_UPLOAD + 2**20:
-            return JSONResponse({"error": f"the request body is over the limit ({settings.max_upload_mb:g} MiB a file)"},
-                                status_code=413)
-        return await call_next(request)
+    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes * MAX_FILES_PER_UPLOAD + 2**20,
+                       per_file_mb=settings.max_upload_mb)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

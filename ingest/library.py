@@ -108,6 +108,14 @@ class Snapshot:
     vectors: Any  # faiss.Index over passages, in order
     bm25: Any  # bm25s.BM25 over passages, in order, or None when empty
     raw_chunks: int = 0
+    _matrix: np.ndarray | None = None
+
+    def matrix(self) -> np.ndarray:
+        """The passage vectors as one float32 array (rows in passage order), read once from FAISS."""
+        if self._matrix is None:
+            n = self.vectors.ntotal
+            self._matrix = self.vectors.reconstruct_n(0, n) if n else np.zeros((0, 0), dtype=np.float32)
+        return self._matrix
 
     @property
     def collapsed(self) -> int:
@@ -170,6 +178,16 @@ class Library:
             r = conn.execute("SELECT * FROM documents WHERE id=?", (doc_id,)).fetchone()
         return DocumentRecord(*r) if r else None
 
+    def ensure_embedder(self, name: str) -> None:
+        """A library is searchable only with the model that embedded it: refuse a different one, clearly."""
+        with contextlib.closing(self._connect()) as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key='embedder'").fetchone()
+            if row is None:
+                conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('embedder', ?)", (name,))
+            elif row[0] != name:
+                raise RuntimeError(f"{self.data_dir} was indexed with the embedding model {row[0]!r}, not {name!r}: "
+                                   "configure that model again, or ingest into a new data directory")
+
     def cached_embeddings(self, hashes: list[str]) -> dict[str, bytes]:
         """Embeddings already stored for these embed-text hashes (re-ingesting an edited deck re-embeds less)."""
         out: dict[str, bytes] = {}
@@ -180,6 +198,11 @@ class Library:
                      f"({','.join('?' * len(part))})")
                 out.update(dict(conn.execute(q, part).fetchall()))
         return out
+
+    def embedded_texts(self) -> list[tuple[str, bytes]]:
+        """(text, embedding) of every stored chunk that has a vector."""
+        with contextlib.closing(self._connect()) as conn:
+            return conn.execute("SELECT text, embedding FROM chunks WHERE embedding IS NOT NULL").fetchall()
 
     def snapshot(self, *, force_check: bool = False) -> Snapshot:
         """The current generation; re-checks SQLite at most every `refresh_seconds` (or when forced)."""
@@ -300,9 +323,9 @@ class Library:
         for p in self.index_dir.iterdir():
             name = p.name
             try:
-                if name.startswith("g") and int(name[1:]) < current - 1:
-                    shutil.rmtree(p, ignore_errors=True)
-                elif name.startswith(".tmp-g") and time.time() - p.stat().st_mtime > 3600:
+                stale_generation = name.startswith("g") and int(name[1:]) < current - 1
+                stale_temp = name.startswith(".tmp-g") and time.time() - p.stat().st_mtime > 3600
+                if stale_generation or stale_temp:
                     shutil.rmtree(p, ignore_errors=True)
             except (ValueError, OSError):
                 continue

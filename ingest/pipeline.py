@@ -12,13 +12,14 @@ from typing import Any
 import numpy as np
 
 from ingest.chunking import Chunker
-from ingest.dedupe import containment_links
+from ingest.dedupe import containment_links, near_duplicate_pairs, word_bags
 from ingest.embedding import Embedder
 from ingest.errors import FileTooLarge, IngestError
 from ingest.library import ChunkRow, DocumentRecord, Library, now_iso
 from ingest.loaders import SUPPORTED_SUFFIXES, kind_for_name, load_document
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
+REUSE_JACCARD = 0.9
 
 
 @dataclass
@@ -84,9 +85,9 @@ def collect_paths(paths: Iterable[str | Path]) -> tuple[list[SourceFile], list[F
         p = Path(raw)
         if p.is_dir():
             for f in sorted(p.rglob("*")):
-                if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts):
-                    if f.suffix.lower() in SUPPORTED_SUFFIXES:
-                        found.append(SourceFile(name=f.relative_to(p).as_posix(), path=f, source=str(f)))
+                hidden = any(part.startswith(".") for part in f.relative_to(p).parts)
+                if f.is_file() and not hidden and f.suffix.lower() in SUPPORTED_SUFFIXES:
+                    found.append(SourceFile(name=f.relative_to(p).as_posix(), path=f, source=str(f)))
         elif p.is_file():
             found.append(SourceFile(name=p.name, path=p, source=str(p)))
         else:
@@ -221,6 +222,7 @@ class Pipeline:
         for h, blob in cached.items():
             for c in todo.pop(h, []):
                 c.embedding = np.frombuffer(blob, dtype=np.float32)
+        self._reuse_near_duplicates(todo)
         hashes = sorted(todo, key=lambda h: len(todo[h][0].embed_text))  # similar lengths share a batch
         texts = [todo[h][0].embed_text for h in hashes]
         step = max(self.batch_size * 8, 1)
@@ -232,6 +234,48 @@ class Pipeline:
             if progress:
                 progress("embed", min(i + step, len(texts)), len(texts))
         return len(texts)
+
+    def _reuse_near_duplicates(self, todo: dict[str, list[ChunkRow]]) -> None:
+        """A chunk whose words nearly equal those of another (the same slide exported to PDF and to PPTX) gets
+        that chunk's vector instead of a fresh encode: the two collapse into one search result anyway, and
+        encoding is nearly all of the ingest time. Word-set Jaccard >= REUSE_JACCARD, 8+ distinct words."""
+        if not todo:
+            return
+        reps = sorted(todo, key=lambda h: -len(todo[h][0].text))  # longest first: it becomes the one encoded
+        stored = self.library.embedded_texts()
+        bags = word_bags([todo[h][0].text for h in reps] + [t for t, _ in stored])
+        source: dict[int, int] = {}
+
+        def root_free(a: int, b: int) -> bool:  # no cycles: a must not already lead back to b
+            while a in source:
+                a = source[a]
+                if a == b:
+                    return False
+            return True
+
+        for a, b in sorted(near_duplicate_pairs(bags, REUSE_JACCARD)):
+            a, b = min(a, b), max(a, b)
+            if {w for w in bags[a] if w.isdigit()} != {w for w in bags[b] if w.isdigit()}:
+                continue
+            if b < len(reps) and b not in source and root_free(a, b):
+                source[b] = a  # both new: b copies the (longer) a once a is encoded
+            elif b >= len(reps) and a < len(reps) and a not in source:
+                source[a] = b  # a stored twin already has a vector
+
+        def root(i: int) -> int:
+            while i in source:
+                i = source[i]
+            return i
+
+        for new in list(source):
+            src = root(new)
+            rows = todo.pop(reps[new])
+            if src >= len(reps):
+                vec = np.frombuffer(stored[src - len(reps)][1], dtype=np.float32)
+                for c in rows:
+                    c.embedding = vec
+            else:
+                todo[reps[src]].extend(rows)  # encoded together with their twin
 
     def delete(self, doc_id: str) -> bool:
         with self.library.writer() as w:

@@ -12,7 +12,8 @@ def test_blocks_keep_code_fences_and_math_whole():
 
 
 def test_long_unit_splits_within_window_with_overlap(embedder):
-    sentences = [f"Sentence number {i} explains how the recurrent weight matrix shapes gradient flow." for i in range(120)]
+    sentences = [f"Sentence number {i} explains how the recurrent weight matrix shapes gradient flow."
+                 for i in range(120)]
     paragraphs = ["  ".join(sentences[i : i + 6]) for i in range(0, 120, 6)]
     doc = ParsedDocument("Vanishing gradients", "markdown", [Unit("\n\n".join(paragraphs), {"section": "Proof"})])
     chunker = Chunker(embedder.count_tokens, embedder.max_tokens)

@@ -224,3 +224,13 @@ def test_concurrent_ingests_wait_for_the_lock(tmp_path, library):
     assert "done None ['ingested']" in out_a and "done None ['ingested']" in out_b
     assert sorted(d.name for d in library.documents()) == ["a.md", "b.md"]
     assert library.snapshot(force_check=True).generation == 2
+
+
+def test_library_refuses_a_different_embedding_model(tmp_path):
+    import pytest
+
+    lib = Library(tmp_path / "data")
+    lib.ensure_embedder("sentence-transformers/all-MiniLM-L6-v2")
+    lib.ensure_embedder("sentence-transformers/all-MiniLM-L6-v2")
+    with pytest.raises(RuntimeError, match="indexed with the embedding model"):
+        Library(tmp_path / "data").ensure_embedder("/models/other-model")

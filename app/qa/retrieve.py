@@ -56,15 +56,9 @@ class Retriever:
             allowed = np.fromiter((p.doc_id in wanted for p in snap.passages), dtype=bool, count=n)
             if not allowed.any():
                 return []
-        k = n if n <= self.max_exhaustive or allowed is not None else self.candidates
         qv = self.embed_query(query) if query_vec is None else query_vec
-        dense = np.full(n, -1.0, dtype=np.float32)
-        scores, idx = snap.vectors.search(qv.reshape(1, -1).astype(np.float32), k)
-        valid = idx[0] >= 0
-        dense[idx[0][valid]] = scores[0][valid]
-        if k < n:  # approximate regime: unseen rows get the floor of what was seen
-            dense[dense == -1.0] = float(scores[0][valid].min()) if valid.any() else 0.0
-        keyword = self._keyword(snap, query, k)
+        dense = self._dense(snap, qv.astype(np.float32), exhaustive=n <= self.max_exhaustive or allowed is not None)
+        keyword = self._keyword(snap, query)
         fused = (1 - self.keyword_weight) * _scale(dense)
         if keyword is not None:
             fused += self.keyword_weight * keyword
@@ -75,16 +69,24 @@ class Retriever:
         best = best[np.argsort(-fused[best], kind="stable")][:top]
         return [Hit(int(r), float(fused[r]), float(dense[r])) for r in best]
 
-    def _keyword(self, snap: Snapshot, query: str, k: int) -> np.ndarray | None:
+    def _dense(self, snap: Snapshot, qv: np.ndarray, *, exhaustive: bool) -> np.ndarray:
+        """Cosine to every passage: a plain matrix product while the library is small, FAISS top-k beyond."""
+        n = len(snap.passages)
+        if exhaustive:
+            return snap.matrix() @ qv
+        scores, idx = snap.vectors.search(qv.reshape(1, -1), self.candidates)
+        valid = idx[0] >= 0
+        dense = np.full(n, float(scores[0][valid].min()) if valid.any() else 0.0, dtype=np.float32)
+        dense[idx[0][valid]] = scores[0][valid]  # unseen rows get the floor of what was seen
+        return dense
+
+    def _keyword(self, snap: Snapshot, query: str) -> np.ndarray | None:
         if snap.bm25 is None:
             return None
         vocab = snap.bm25.vocab_dict
         tokens = [t for t in keyword_tokens(query) if t in vocab]
         if not tokens:
             return None
-        n = len(snap.passages)
-        docs, scores = snap.bm25.retrieve([tokens], k=min(k, n), show_progress=False, n_threads=1)
-        out = np.zeros(n, dtype=np.float32)
-        out[docs[0]] = scores[0]
+        out = np.asarray(snap.bm25.get_scores(tokens), dtype=np.float32)
         top = float(out.max())
         return out / top if top > 0 else None

@@ -30,7 +30,7 @@ def load_html(data: bytes, fallback_title: str) -> ParsedDocument:
     title = soup.title.get_text(" ", strip=True) if soup.title else ""
     for tag in soup.find_all(_DROP):
         tag.decompose()
-    for tag in soup.find_all(attrs={"role": ["navigation", "banner", "contentinfo"]}):
+    for tag in soup.select("[role=navigation], [role=banner], [role=contentinfo]"):
         tag.decompose()
     root = soup.find("article") or soup.find("main") or soup.body or soup
     units: list[Unit] = []

@@ -34,7 +34,9 @@ def load_pdf(data: bytes, fallback_title: str) -> ParsedDocument:
         except pdfium.PdfiumError as exc:
             msg = str(exc).lower()
             if "password" in msg:
-                raise IngestError("the PDF is encrypted (password protected); remove the password and upload again") from exc
+                raise IngestError(
+                    "the PDF is encrypted (password protected); remove the password and upload again"
+                ) from exc
             raise IngestError(f"the PDF is damaged or truncated and cannot be read ({exc})") from exc
         try:
             units: list[Unit] = []

@@ -1,0 +1,42 @@
+# One command surface: make run | test | lint | bench | eval
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+DATA_DIR ?= ./data
+
+.PHONY: setup system-deps run test lint bench eval clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+system-deps:
+	bash scripts/system-deps.sh
+
+run: setup
+	$(BIN)/lecture-qa ingest examples/lectures --data-dir $(DATA_DIR) --quiet
+	$(BIN)/lecture-qa serve --data-dir $(DATA_DIR) --host $(HOST) --port $(PORT)
+
+test: setup system-deps
+	$(PY) -m pytest
+
+lint: setup
+	$(BIN)/ruff check app ingest tests bench
+	$(BIN)/mypy
+
+bench: setup
+	$(PY) bench/ingest.py
+	$(PY) bench/query.py
+
+eval: setup
+	$(BIN)/lecture-qa ingest ../shared/corpus --data-dir ./data-corpus --quiet
+	$(BIN)/lecture-qa eval ../shared/eval/dev.jsonl --data-dir ./data-corpus
+
+clean:
+	rm -rf $(VENV) data data-corpus test-output .pytest_cache .mypy_cache .ruff_cache
