@@ -46,6 +46,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         if bar is None:
             bar = bars[stage] = tqdm(total=total, desc=f"{stage:>5}", unit="file" if stage == "parse" else "chunk",
                                      file=sys.stderr, disable=args.quiet)
+        if bar.total != total:  # the embed total grows as files are parsed
+            bar.total = total
         bar.update(done - bar.n)
 
     def waiting() -> None:

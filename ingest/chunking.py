@@ -93,14 +93,13 @@ class Chunker:
 
     def chunk_document(self, doc: ParsedDocument) -> list[Chunk]:
         chunks: list[Chunk] = []
-        for unit in doc.units:
-            body_words = word_count(unit.text) - word_count(unit.title)
-            if body_words < self.min_words:
-                continue  # a title-only or near-empty slide/page/section
-            header = self.header(doc, unit)
-            header_tokens = self.count([header])[0]
-            budget = max(self.max_tokens - header_tokens, 64)
-            for piece in self.split(unit.text, budget):
+        units = [u for u in doc.units if word_count(u.text) - word_count(u.title) >= self.min_words]
+        headers = [self.header(doc, u) for u in units]  # title-only and near-empty units are dropped above
+        counts = self.count(headers + [u.text for u in units])  # one batched call: most units fit whole
+        for i, (unit, header) in enumerate(zip(units, headers, strict=True)):
+            budget = max(self.max_tokens - counts[i], 64)
+            fits = counts[len(units) + i] <= budget
+            for piece in (["\n\n".join(blocks_of(unit.text))] if fits else self.split(unit.text, budget)):
                 chunks.append(Chunk(text=piece, embed_text=f"{header}\n{prose_for_embedding(piece)}",
                                     location=dict(unit.location),
                                     order=len(chunks), title=unit.title))

@@ -77,10 +77,9 @@ def group_duplicates(texts: Sequence[str], contained: Sequence[int | None], embe
     _near_duplicates([shingles(t) for t in texts], union)
     if doc_ids is not None:
         bags = word_bags(texts)
-        numbers = [{w for w in bag if w.isdigit()} for bag in bags]
 
-        def same_deck_other_file(a: int, b: int) -> bool:  # "12 heads" and "8 heads" are not duplicates
-            return doc_ids[a] != doc_ids[b] and numbers[a] == numbers[b]
+        def same_deck_other_file(a: int, b: int) -> bool:
+            return doc_ids[a] != doc_ids[b] and numbers_agree(bags[a], bags[b])
 
         _near_duplicates(bags, union, keep=same_deck_other_file)
     groups: dict[int, list[int]] = {}
@@ -94,6 +93,11 @@ def group_duplicates(texts: Sequence[str], contained: Sequence[int | None], embe
         members.append([best] + [r for r in rows if r != best])
     order = sorted(range(len(canonical)), key=lambda g: canonical[g])
     return Groups([canonical[g] for g in order], [members[g] for g in order])
+
+
+def numbers_agree(a: set[str], b: set[str]) -> bool:
+    """"12 heads" and "8 heads" are not duplicates; a page number printed on one copy only is tolerated."""
+    return len({w for w in a if w.isdigit()} ^ {w for w in b if w.isdigit()}) <= 1
 
 
 def word_bags(texts: Sequence[str], min_words: int = 8) -> list[set]:

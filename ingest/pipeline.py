@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ingest.chunking import Chunker
-from ingest.dedupe import containment_links, near_duplicate_pairs, word_bags
+from ingest.dedupe import containment_links, near_duplicate_pairs, numbers_agree, word_bags
 from ingest.embedding import Embedder
 from ingest.errors import FileTooLarge, IngestError
 from ingest.library import ChunkRow, DocumentRecord, Library, now_iso
@@ -255,7 +255,7 @@ class Pipeline:
 
         for a, b in sorted(near_duplicate_pairs(bags, REUSE_JACCARD)):
             a, b = min(a, b), max(a, b)
-            if {w for w in bags[a] if w.isdigit()} != {w for w in bags[b] if w.isdigit()}:
+            if not numbers_agree(bags[a], bags[b]):
                 continue
             if b < len(reps) and b not in source and root_free(a, b):
                 source[b] = a  # both new: b copies the (longer) a once a is encoded

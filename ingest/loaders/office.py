@@ -19,26 +19,53 @@ def _clean(text: str) -> str:
     return "\n".join(s for s in (_WS.sub(" ", ln).strip() for ln in text.split("\n")) if s)
 
 
-def _shape_texts(shapes: Any) -> Iterator[str]:
-    """Text of every shape in reading order (top to bottom, left to right), descending into groups."""
-    from pptx.enum.shapes import MSO_SHAPE_TYPE
+_P = "{http://schemas.openxmlformats.org/presentationml/2006/main}"
+_A = "{http://schemas.openxmlformats.org/drawingml/2006/main}"
+_T, _BR = f"{_A}t", f"{_A}br"
 
-    def key(s: Any) -> tuple[int, int]:
-        return (s.top or 0, s.left or 0)
 
-    for shape in sorted(shapes, key=key):
-        if shape.shape_type == MSO_SHAPE_TYPE.GROUP:
-            yield from _shape_texts(shape.shapes)
-        elif getattr(shape, "has_table", False) and shape.has_table:
-            for row in shape.table.rows:
-                cells = [_clean(c.text) for c in row.cells]
+def _paragraphs(el: Any) -> str:
+    lines = []
+    for p in el.iter(f"{_A}p"):
+        line = "".join("\n" if t.tag == _BR else t.text or "" for t in p.iter(_T, _BR))
+        if line.strip():
+            lines.append(line)
+    return _clean("\n".join(lines))
+
+
+def _offset(el: Any) -> tuple[int, int]:
+    off = el.find(f"./{_P}spPr/{_A}xfrm/{_A}off")
+    if off is None:
+        off = el.find(f"./{_P}grpSpPr/{_A}xfrm/{_A}off")
+    if off is None:
+        off = el.find(f"./{_P}xfrm/{_A}off")
+    return (int(off.get("y", 0)), int(off.get("x", 0))) if off is not None else (0, 0)
+
+
+def _shape_texts(tree: Any) -> Iterator[tuple[bool, str]]:
+    """(is_title, text) of every shape in reading order (top to bottom, left to right), into groups and tables.
+
+    Reads the slide XML directly: python-pptx's per-attribute lookups took 2 of the 4.4 s of parsing the
+    shared corpus; this is the same traversal at a fraction of the cost."""
+    for el in sorted((c for c in tree if c.tag in (f"{_P}sp", f"{_P}grpSp", f"{_P}graphicFrame")), key=_offset):
+        if el.tag == f"{_P}grpSp":
+            yield from _shape_texts(el)
+        elif el.tag == f"{_P}graphicFrame":
+            for row in el.iter(f"{_A}tr"):
+                cells = [_paragraphs(tc).replace("\n", " ") for tc in row.iter(f"{_A}tc")]
                 line = " | ".join(c for c in cells if c)
                 if line:
-                    yield line
-        elif getattr(shape, "has_text_frame", False) and shape.has_text_frame:
-            text = _clean(shape.text_frame.text)
+                    yield False, line
+        else:
+            ph = el.find(f"./{_P}nvSpPr/{_P}nvPr/{_P}ph")
+            kind = ph.get("type") if ph is not None else None
+            if kind in ("sldNum", "dt", "ftr"):
+                continue  # slide number, date and footer placeholders are noise on every slide
+            is_title = kind in ("title", "ctrTitle")
+            body = el.find(f"./{_P}txBody")
+            text = _paragraphs(body) if body is not None else ""
             if text:
-                yield text
+                yield is_title, text
 
 
 def load_pptx(data: bytes, fallback_title: str, *, max_unpacked_bytes: int) -> ParsedDocument:
@@ -51,12 +78,14 @@ def load_pptx(data: bytes, fallback_title: str, *, max_unpacked_bytes: int) -> P
         raise IngestError(f"the PPTX file cannot be opened ({type(exc).__name__}: {exc})") from exc
     units: list[Unit] = []
     for number, slide in enumerate(prs.slides, start=1):
-        title_shape = slide.shapes.title
-        title = _clean(title_shape.text_frame.text) if title_shape is not None and title_shape.has_text_frame else ""
-        body = [t for t in _shape_texts(slide.shapes) if t != title]
+        shapes = list(_shape_texts(slide.shapes._spTree))
+        first_title = next((i for i, (is_title, _) in enumerate(shapes) if is_title), None)
+        title = shapes[first_title][1] if first_title is not None else ""
+        body = [t for i, (_, t) in enumerate(shapes) if i != first_title and t != title]
         notes = ""
-        if slide.has_notes_slide and slide.notes_slide.notes_text_frame is not None:
-            notes = _clean(slide.notes_slide.notes_text_frame.text)
+        if slide.has_notes_slide:
+            notes_frame = slide.notes_slide.notes_text_frame
+            notes = _paragraphs(notes_frame._txBody) if notes_frame is not None else ""
         parts = [title.replace("\n", " ")] if title else []
         parts += body
         if notes:
