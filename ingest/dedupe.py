@@ -12,7 +12,7 @@ The canonical chunk of a group is its longest member; the others become its `als
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -112,7 +112,8 @@ def near_duplicate_pairs(sets: Sequence[set], threshold: float = JACCARD) -> lis
     return pairs
 
 
-def _near_duplicates(sets: Sequence[set], union, keep=None, threshold: float = JACCARD) -> None:  # type: ignore[no-untyped-def]
+def _near_duplicates(sets: Sequence[set], union: Callable[[int, int], None],
+                     keep: Callable[[int, int], bool] | None = None, threshold: float = JACCARD) -> None:
     """Pairs with Jaccard >= threshold, via a sparse chunk x shingle matrix (exact, no sampling)."""
     from scipy import sparse
 

@@ -22,7 +22,7 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -332,7 +332,7 @@ class Library:
 
     # ---- writing ---------------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def writer(self, timeout: float = 600.0, on_wait=None) -> Iterator[Writer]:  # type: ignore[no-untyped-def]
+    def writer(self, timeout: float = 600.0, on_wait: Callable[[], None] | None = None) -> Iterator[Writer]:
         """Exclusive write access: a thread lock plus an fcntl lock on `write.lock`, one transaction."""
         deadline = time.monotonic() + timeout
         if not self._thread_lock.acquire(timeout=timeout):
@@ -392,9 +392,9 @@ class Writer:
         self.conn = conn
         self.changed = False
         self.snapshot: Snapshot | None = None
-        self._hooks: list[Any] = []
+        self._hooks: list[Callable[[], None]] = []
 
-    def on_before_commit(self, fn) -> None:  # type: ignore[no-untyped-def]
+    def on_before_commit(self, fn: Callable[[], None]) -> None:
         """Test hook: run `fn` after derived files are written, just before the SQLite commit."""
         self._hooks.append(fn)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 Location = dict[str, Any]
@@ -43,4 +43,3 @@ class Chunk:
     location: Location
     order: int
     title: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)

@@ -27,8 +27,6 @@ class AskResult:
             "answered_by": self.answer.answered_by,
             "timings_ms": self.timings_ms,
         }
-        if self.answer.llm_error:
-            out["llm_error"] = self.answer.llm_error
         return out
 
 

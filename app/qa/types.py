@@ -50,4 +50,3 @@ class Answer:
     grounded: bool
     citations: list[Citation]
     answered_by: str = "extractive"
-    llm_error: str | None = None
