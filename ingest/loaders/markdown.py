@@ -16,7 +16,10 @@ _TAG = re.compile(r"</?[A-Za-z][^>\n]*>")
 _IMAGE = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
 _LINK = re.compile(r"\[([^\]]+)\]\((?:[^()]|\([^)]*\))*\)")
 _D2L_LINE = re.compile(r"^\s*(:(label|width|begin_tab|end_tab)|%%tab|#@(tab|save)).*$", re.M)
-_D2L_ROLE = re.compile(r":(cite|citet|citep|numref|eqref|ref):`[^`]*`")
+_D2L_ROLE = re.compile(r":(cite|citet|citep|ref):`[^`]*`")
+_D2L_REF = re.compile(r":(numref|eqref):`(\w+?)_[^`]*`")
+_REF_WORDS = {"fig": "the figure", "sec": "the section", "subsec": "the section", "chap": "the chapter",
+              "tab": "the table", "eq": "the equation"}
 _D2L_EMPHASIS = re.compile(r"\[\*\*|\*\*\]|\(\*\*|\*\*\)")  # d2l's [**key idea**] / (**key idea**)
 
 
@@ -44,6 +47,8 @@ def clean_prose(text: str) -> str:
     text = _TAG.sub("", text)
     text = _D2L_LINE.sub("", text)
     text = _D2L_ROLE.sub("", text)
+    text = _D2L_REF.sub(lambda m: _REF_WORDS.get(m.group(2), "the equation" if m.group(1) == "eqref" else "above"),
+                        text)
     text = _D2L_EMPHASIS.sub("", text)
     text = text.replace("&nbsp;", " ").replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">")
     text = re.sub(r"[ \t]+\n", "\n", text)
