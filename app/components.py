@@ -27,7 +27,14 @@ def build_store(settings: Settings, embedder: Embedder) -> Store:
 def build_answerer(settings: Settings, embedder: Embedder) -> Answerer:
     from app.qa.answer.extractive import ExtractiveAnswerer
 
-    return ExtractiveAnswerer(embedder, min_evidence=settings.min_evidence)
+    extractive = ExtractiveAnswerer(embedder, min_evidence=settings.min_evidence)
+    if settings.llm == "openai":
+        from app.qa.answer.openai_compat import OpenAICompatAnswerer
+
+        return OpenAICompatAnswerer(settings.openai_base_url, settings.llm_model, extractive,
+                                    api_key=settings.openai_api_key.get_secret_value(), timeout=settings.llm_timeout,
+                                    context_chars=settings.llm_context_chars)
+    return extractive
 
 
 def build_service(settings: Settings, embedder: Embedder | None = None) -> QAService:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -14,7 +14,15 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(Path("./data"), description="Where the library (SQLite, FAISS, BM25) lives.")
     store: Literal["faiss"] = Field("faiss", description="Vector store backend.")
-    llm: Literal["extractive"] = Field("extractive", description="Answer generator.")
+    llm: Literal["extractive", "openai"] = Field(
+        "extractive", description="Answer generator: extractive (offline) or openai (any OpenAI-compatible endpoint).")
+    llm_model: str = Field("", description="Model name for the OpenAI-compatible backend.")
+    llm_timeout: float = Field(60.0, description="Seconds before an LLM call is abandoned (then: extractive).")
+    llm_context_chars: int = Field(4000, description="Characters of retrieved sources sent to the LLM.")
+    openai_base_url: str = Field("", validation_alias=AliasChoices("OPENAI_BASE_URL", "LECTURE_QA_OPENAI_BASE_URL"),
+                                 description="e.g. http://127.0.0.1:11434/v1 (Ollama), http://127.0.0.1:8080/v1")
+    openai_api_key: SecretStr = Field(SecretStr(""), validation_alias=AliasChoices("OPENAI_API_KEY"),
+                                      description="Optional for local servers.")
 
     embedding_backend: Literal["onnx-int8", "sentence-transformers"] = Field(
         "onnx-int8", description="onnx-int8: all-MiniLM-L6-v2 int8 (faster on CPU); sentence-transformers: float "

@@ -77,6 +77,7 @@ class AskResponse(BaseModel):
     citations: list[CitationPublic]
     sources: list[SearchResultPublic]
     answered_by: str
+    llm_error: str | None = None
     timings_ms: dict[str, float]
 
 

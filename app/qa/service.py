@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,8 @@ class AskResult:
             "answered_by": self.answer.answered_by,
             "timings_ms": self.timings_ms,
         }
+        if self.answer.llm_error:
+            out["llm_error"] = self.answer.llm_error
         return out
 
 
@@ -48,11 +50,37 @@ class QAService:
 
     def ask(self, question: str, top_k: int | None = None, document_ids: Sequence[str] | None = None,
             history: Sequence[str] | None = None) -> AskResult:
+        result: AskResult | None = None
+        for item in self.ask_stream(question, top_k, document_ids, history):
+            if isinstance(item, AskResult):
+                result = item
+        assert result is not None
+        return result
+
+    def ask_stream(self, question: str, top_k: int | None = None, document_ids: Sequence[str] | None = None,
+                   history: Sequence[str] | None = None) -> Iterator[str | AskResult]:
+        """Answer text deltas as they are produced, then the complete AskResult."""
         t0 = time.perf_counter()
         sources = self.store.search(retrieval_query(question, history), top_k or self.default_top_k, document_ids)
         t1 = time.perf_counter()
-        answer = self.answerer.answer(question, sources, unknown_terms=self.store.unknown_terms(question))
+        unknown = self.store.unknown_terms(question)
+        answer: Answer | None = None
+        stream = getattr(self.answerer, "stream", None)
+        if stream is None:
+            answer = self.answerer.answer(question, sources, unknown_terms=unknown)
+            yield answer.text
+        else:
+            for item in stream(question, sources, unknown_terms=unknown):
+                if isinstance(item, Answer):
+                    answer = item
+                else:
+                    yield item
+        assert answer is not None
         t2 = time.perf_counter()
         timings = {"retrieve": round((t1 - t0) * 1000, 1), "answer": round((t2 - t1) * 1000, 1),
                    "total": round((t2 - t0) * 1000, 1)}
-        return AskResult(answer, sources, timings)
+        yield AskResult(answer, sources, timings)
+
+    def models(self) -> list[str]:
+        list_models = getattr(self.answerer, "models", None)
+        return list_models() if list_models is not None else [self.answerer.name]

@@ -50,3 +50,4 @@ class Answer:
     grounded: bool
     citations: list[Citation]
     answered_by: str = "extractive"
+    llm_error: str | None = None  # set when an LLM backend failed and the extractive answer stands in

@@ -4,12 +4,13 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import StreamingResponse
-from starlette.concurrency import run_in_threadpool
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from app.api.deps import KeyDep, ServiceDep
 from app.api.schemas import AskRequest, AskResponse
+from app.qa.service import AskResult
 
 router = APIRouter(prefix="/api/v1", tags=["ask"])
 
@@ -28,14 +29,24 @@ async def ask(body: AskRequest, request: Request, service: ServiceDep, _: KeyDep
         return result.public()
 
     async def events() -> AsyncIterator[str]:
+        items = service.ask_stream(body.question, body.top_k, body.document_ids, body.history)
         try:
-            result = await run_in_threadpool(service.ask, body.question, body.top_k, body.document_ids, body.history)
+            async for item in iterate_in_threadpool(items):
+                if isinstance(item, AskResult):
+                    yield _sse("done", item.public())
+                else:
+                    yield _sse("delta", {"text": item})
         except Exception as exc:  # the stream has started: report in-band, never a traceback
             yield _sse("error", {"error": f"the answer failed: {type(exc).__name__}"})
-            return
-        payload = result.public()
-        yield _sse("delta", {"text": payload["answer"]})
-        yield _sse("done", payload)
 
     return StreamingResponse(events(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+@router.get("/models", summary="Models of the configured answer backend")
+async def models(service: ServiceDep, _: KeyDep) -> dict[str, Any]:
+    try:
+        names = await run_in_threadpool(service.models)
+    except Exception as exc:  # the LLM endpoint is down: say so, as a 502
+        raise HTTPException(status.HTTP_502_BAD_GATEWAY, f"the model list could not be fetched: {exc}") from exc
+    return {"backend": service.answerer.name, "models": names}

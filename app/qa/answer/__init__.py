@@ -1,15 +1,11 @@
-"""Answer generators behind one protocol; `make_answerer` picks one from settings."""
+"""Answer generators behind one protocol; `app.components.build_answerer` picks one from settings."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from app.qa.types import Answer, Source
-
-if TYPE_CHECKING:
-    import numpy as np
-
 
 NOT_COVERED = ("The lecture material does not cover this question. "
                "The closest passages are listed below as sources.")
@@ -18,7 +14,6 @@ NOT_COVERED = ("The lecture material does not cover this question. "
 class Answerer(Protocol):
     name: str
 
-    def answer(self, question: str, sources: list[Source], *, unknown_terms: Sequence[str] = (),
-               question_vec: np.ndarray | None = None) -> Answer:
+    def answer(self, question: str, sources: list[Source], *, unknown_terms: Sequence[str] = ()) -> Answer:
         """An answer grounded in `sources`, citing them by their 1-based position."""
         ...

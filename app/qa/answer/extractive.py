@@ -58,6 +58,7 @@ def sentences_of(text: str) -> list[str]:
 
 class ExtractiveAnswerer:
     name = "extractive"
+    not_covered = NOT_COVERED
 
     def __init__(self, embedder: Embedder, *, min_evidence: float = 0.435, max_sentences: int = 4,
                  max_words: int = 110, sources_used: int = 3) -> None:

@@ -1,0 +1,103 @@
+"""Answers from any OpenAI-compatible chat endpoint (Ollama, vLLM, llama.cpp server, h2oGPT), streamed.
+
+The model sees only the retrieved, numbered sources; its citations are checked against them; any failure or
+timeout falls back to the extractive answer and says why (`answered_by`, `llm_error`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+
+import httpx
+
+from app.qa.answer.extractive import ExtractiveAnswerer
+from app.qa.answer.prompting import build_messages, check_citations
+from app.qa.types import Answer, Source
+
+RETRY_STATUS = {429, 500, 502, 503, 504}
+
+
+class LLMUnavailable(Exception):
+    pass
+
+
+class OpenAICompatAnswerer:
+    name = "openai"
+
+    def __init__(self, base_url: str, model: str, fallback: ExtractiveAnswerer, *, api_key: str = "",
+                 timeout: float = 60.0, retries: int = 2, context_chars: int = 4000, max_tokens: int = 400) -> None:
+        if not base_url:
+            raise RuntimeError("LECTURE_QA_LLM=openai needs OPENAI_BASE_URL (e.g. http://127.0.0.1:11434/v1)")
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.fallback = fallback
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.timeout = httpx.Timeout(timeout, connect=min(timeout, 10.0))
+        self.retries = retries
+        self.context_chars = context_chars
+        self.max_tokens = max_tokens
+
+    def models(self) -> list[str]:
+        r = httpx.get(f"{self.base_url}/models", headers=self.headers, timeout=self.timeout)
+        r.raise_for_status()
+        return [m["id"] for m in r.json().get("data", [])]
+
+    def answer(self, question: str, sources: list[Source], *, unknown_terms: Sequence[str] = ()) -> Answer:
+        result: Answer | None = None
+        for item in self.stream(question, sources, unknown_terms=unknown_terms):
+            if isinstance(item, Answer):
+                result = item
+        assert result is not None
+        return result
+
+    def stream(self, question: str, sources: list[Source], *,
+               unknown_terms: Sequence[str] = ()) -> Iterator[str | Answer]:
+        """Text deltas as the model produces them, then the checked Answer."""
+        if not sources:
+            answer = self.fallback.answer(question, sources, unknown_terms=unknown_terms)
+            yield answer.text
+            yield answer
+            return
+        parts: list[str] = []
+        try:
+            for delta in self._chat(build_messages(question, sources, self.context_chars)):
+                parts.append(delta)
+                yield delta
+        except (httpx.HTTPError, LLMUnavailable, ValueError) as exc:
+            answer = self.fallback.answer(question, sources, unknown_terms=unknown_terms)
+            answer.llm_error = f"the LLM was unavailable ({type(exc).__name__}: {exc}); extractive answer instead"
+            if parts:
+                yield "\n\n"
+            yield answer.text
+            yield answer
+            return
+        text, citations, grounded = check_citations("".join(parts), sources)
+        if not grounded:
+            text = self.fallback.not_covered
+        yield Answer(text, grounded=grounded, citations=citations, answered_by=f"openai:{self.model}")
+
+    def _chat(self, messages: list[dict[str, str]]) -> Iterator[str]:
+        body = {"model": self.model, "messages": messages, "stream": True, "temperature": 0,
+                "max_tokens": self.max_tokens}
+        for attempt in range(self.retries + 1):
+            with httpx.Client(timeout=self.timeout) as client, client.stream(
+                    "POST", f"{self.base_url}/chat/completions", json=body, headers=self.headers) as r:
+                if r.status_code in RETRY_STATUS and attempt < self.retries:
+                    time.sleep(min(0.5 * 2**attempt, 4.0))
+                    continue
+                if r.status_code != 200:
+                    r.read()
+                    raise LLMUnavailable(f"HTTP {r.status_code}: {r.text[:200]}")
+                for line in r.iter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        return
+                    choice = (json.loads(data).get("choices") or [{}])[0]
+                    delta = (choice.get("delta") or {}).get("content")
+                    if delta:
+                        yield delta
+                return
