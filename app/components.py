@@ -34,6 +34,14 @@ def build_answerer(settings: Settings, embedder: Embedder) -> Answerer:
         return OpenAICompatAnswerer(settings.openai_base_url, settings.llm_model, extractive,
                                     api_key=settings.openai_api_key.get_secret_value(), timeout=settings.llm_timeout,
                                     context_chars=settings.llm_context_chars)
+    if settings.llm == "h2ogpte":
+        from app.qa.answer.h2ogpte_llm import H2OGPTeAnswerer
+
+        answerer = H2OGPTeAnswerer(settings.h2ogpte_address, settings.h2ogpte_api_key.get_secret_value(), extractive,
+                                   llm=settings.h2ogpte_llm, timeout=settings.llm_timeout,
+                                   context_chars=settings.llm_context_chars)
+        answerer.warm_up()
+        return answerer
     return extractive
 
 

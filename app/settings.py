@@ -14,8 +14,9 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(Path("./data"), description="Where the library (SQLite, FAISS, BM25) lives.")
     store: Literal["faiss"] = Field("faiss", description="Vector store backend.")
-    llm: Literal["extractive", "openai"] = Field(
-        "extractive", description="Answer generator: extractive (offline) or openai (any OpenAI-compatible endpoint).")
+    llm: Literal["extractive", "openai", "h2ogpte"] = Field(
+        "extractive", description="Answer generator: extractive (offline), openai (any OpenAI-compatible endpoint) "
+        "or h2ogpte (h2oGPTe's LLMs over our retrieval).")
     llm_model: str = Field("", description="Model name for the OpenAI-compatible backend.")
     llm_timeout: float = Field(60.0, description="Seconds before an LLM call is abandoned (then: extractive).")
     llm_context_chars: int = Field(4000, description="Characters of retrieved sources sent to the LLM.")
@@ -23,6 +24,10 @@ class Settings(BaseSettings):
                                  description="e.g. http://127.0.0.1:11434/v1 (Ollama), http://127.0.0.1:8080/v1")
     openai_api_key: SecretStr = Field(SecretStr(""), validation_alias=AliasChoices("OPENAI_API_KEY"),
                                       description="Optional for local servers.")
+    h2ogpte_address: str = Field("", validation_alias=AliasChoices("H2OGPTE_ADDRESS"),
+                                 description="e.g. https://h2ogpte.genai.h2o.ai")
+    h2ogpte_api_key: SecretStr = Field(SecretStr(""), validation_alias=AliasChoices("H2OGPTE_API_KEY"))
+    h2ogpte_llm: str = Field("auto", validation_alias=AliasChoices("H2OGPTE_LLM"))
 
     embedding_backend: Literal["onnx-int8", "sentence-transformers"] = Field(
         "onnx-int8", description="onnx-int8: all-MiniLM-L6-v2 int8 (faster on CPU); sentence-transformers: float "
