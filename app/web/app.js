@@ -206,7 +206,9 @@ async function ask(question) {
   }
   renderSources(turn.querySelector(".sources"), final.sources, final.citations, turnId);
   const t = final.timings_ms || {};
-  turn.querySelector(".timing").textContent = `Answered by ${final.answered_by} in ${Math.round(t.total || 0)} ms.`;
+  const note = final.llm_error ? ` ${final.llm_error}.` : "";
+  turn.querySelector(".timing").textContent =
+    `Answered by ${final.answered_by} in ${Math.round(t.total || 0)} ms.${note}`;
   turn.classList.add(final.grounded ? "grounded" : "not-grounded");
   state.history.push(question);
   $("#turns").textContent = `${state.history.length} question${state.history.length > 1 ? "s" : ""} in this conversation`;
