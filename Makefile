@@ -16,6 +16,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
+$(VENV)/.installed-llm-test: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[dev,llm-test]'
+	touch $@
+
 system-deps:
 	bash scripts/system-deps.sh
 
@@ -23,7 +27,7 @@ run: setup
 	$(BIN)/lecture-qa ingest examples/lectures --data-dir $(DATA_DIR) --quiet
 	$(BIN)/lecture-qa serve --data-dir $(DATA_DIR) --host $(HOST) --port $(PORT)
 
-test: setup system-deps
+test: setup $(VENV)/.installed-llm-test system-deps
 	$(PY) -m pytest
 
 lint: setup
