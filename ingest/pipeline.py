@@ -19,7 +19,7 @@ from ingest.library import ChunkRow, DocumentRecord, Library, now_iso
 from ingest.loaders import SUPPORTED_SUFFIXES, kind_for_name, load_document
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
-REUSE_JACCARD = 0.9
+REUSE_JACCARD = 0.8  # the cross-file dedupe threshold: a chunk that will collapse into its twin
 
 
 @dataclass
