@@ -48,6 +48,10 @@ class Server:
             time.sleep(0.2)
         raise TimeoutError(f"server not ready: {self.log.read_text()[-3000:]}")
 
+    def upload(self, *paths: Path, headers: dict[str, str] | None = None) -> httpx.Response:
+        files = [("files", (p.name, p.read_bytes())) for p in paths]
+        return httpx.post(f"{self.url}/api/v1/documents", files=files, headers=headers or {}, timeout=120)
+
     def stop(self) -> None:
         self.proc.terminate()
         try:

@@ -85,8 +85,7 @@ def test_service_over_http_with_h2ogpte(fake, tmp_path):
     srv = Server(tmp_path / "data", env=env)
     try:
         srv.wait_ready()
-        sample = SAMPLES / "03-lstm-and-gru.pptx"
-        httpx.post(f"{srv.url}/api/v1/documents", files=[("files", (sample.name, sample.read_bytes()))], timeout=60)
+        srv.upload(SAMPLES / "03-lstm-and-gru.pptx")
         body = httpx.post(f"{srv.url}/api/v1/ask", json={"question": "What does the forget gate do?"},
                           timeout=60).json()
         assert body["answered_by"] == "h2ogpte:fake-llm" and body["grounded"] and body["citations"][0]["n"] == 1

@@ -57,8 +57,7 @@ def test_streamed_answer_from_a_real_llama_cpp_server(llama_server, tmp_path):
     srv = Server(tmp_path / "data", env=env)
     try:
         srv.wait_ready()
-        sample = SAMPLES / "03-lstm-and-gru.pptx"
-        httpx.post(f"{srv.url}/api/v1/documents", files=[("files", (sample.name, sample.read_bytes()))], timeout=60)
+        srv.upload(SAMPLES / "03-lstm-and-gru.pptx")
         assert httpx.get(f"{srv.url}/api/v1/models", timeout=30).json()["models"] == ["smollm2"]
         with httpx.stream("POST", f"{srv.url}/api/v1/ask", json={"question": "What does the forget gate do?",
                                                                   "stream": True}, timeout=180) as r:

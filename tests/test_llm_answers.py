@@ -69,8 +69,7 @@ def test_service_with_llm_down_still_answers(tmp_path):
     srv = Server(tmp_path / "data", env=env)
     try:
         srv.wait_ready()
-        sample = SAMPLES / "03-lstm-and-gru.pptx"
-        httpx.post(f"{srv.url}/api/v1/documents", files=[("files", (sample.name, sample.read_bytes()))], timeout=60)
+        srv.upload(SAMPLES / "03-lstm-and-gru.pptx")
         body = httpx.post(f"{srv.url}/api/v1/ask", json={"question": "What does the forget gate do?"},
                           timeout=60).json()
         assert body["answered_by"] == "extractive" and body["grounded"] is True

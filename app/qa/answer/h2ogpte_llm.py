@@ -15,7 +15,8 @@ from collections.abc import Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 
 from app.qa.answer.extractive import ExtractiveAnswerer
-from app.qa.answer.prompting import NOT_FOUND, build_messages, check_citations
+from app.qa.answer.llm_base import LLMAnswerer
+from app.qa.answer.prompting import NOT_FOUND, build_messages
 from app.qa.types import Answer, Source
 
 log = logging.getLogger("lecture_qa")
@@ -26,7 +27,7 @@ PROMPT = ("Answer only from the sources above and cite them as [n] after each se
           f"the answer, reply exactly {NOT_FOUND}.\nQuestion: ")
 
 
-class H2OGPTeAnswerer:
+class H2OGPTeAnswerer(LLMAnswerer):
     name = "h2ogpte"
 
     def __init__(self, address: str, api_key: str, fallback: ExtractiveAnswerer, *, llm: str = "auto",
@@ -78,35 +79,20 @@ class H2OGPTeAnswerer:
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
 
-    def answer(self, question: str, sources: list[Source], *, unknown_terms: Sequence[str] = ()) -> Answer:
-        result: Answer | None = None
-        for item in self.stream(question, sources, unknown_terms=unknown_terms):
-            if isinstance(item, Answer):
-                result = item
-        assert result is not None
-        return result
-
     def stream(self, question: str, sources: list[Source], *,
                unknown_terms: Sequence[str] = ()) -> Iterator[str | Answer]:
         """answer_question is not streamed: one delta with the checked text, then the Answer."""
         if not sources:
-            answer = self.fallback.answer(question, sources, unknown_terms=unknown_terms)
-            yield answer.text
-            yield answer
+            yield from self.extractive(question, sources, unknown_terms)
             return
         try:
             content = self._ask(question, sources)
         except Exception as exc:  # noqa: BLE001 - any client error means: answer without the LLM
-            answer = self.fallback.answer(question, sources, unknown_terms=unknown_terms)
-            answer.llm_error = f"the LLM was unavailable ({type(exc).__name__}: {exc}); extractive answer instead"
-            yield answer.text
-            yield answer
+            yield from self.extractive(question, sources, unknown_terms, exc)
             return
-        text, citations, grounded = check_citations(content, sources)
-        if not grounded:
-            text = self.fallback.not_covered
-        yield text
-        yield Answer(text, grounded=grounded, citations=citations, answered_by=f"h2ogpte:{self.llm}")
+        answer = self.checked(content, sources, f"h2ogpte:{self.llm}")
+        yield answer.text
+        yield answer
 
     def _ask(self, question: str, sources: list[Source]) -> str:
         blocks = build_messages(question, sources, self.context_chars)[1]["content"].split("\n\nQuestion:")[0]

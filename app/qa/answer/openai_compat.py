@@ -13,7 +13,8 @@ from collections.abc import Iterator, Sequence
 import httpx
 
 from app.qa.answer.extractive import ExtractiveAnswerer
-from app.qa.answer.prompting import build_messages, check_citations
+from app.qa.answer.llm_base import LLMAnswerer
+from app.qa.answer.prompting import build_messages
 from app.qa.types import Answer, Source
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
@@ -23,7 +24,7 @@ class LLMUnavailable(Exception):
     pass
 
 
-class OpenAICompatAnswerer:
+class OpenAICompatAnswerer(LLMAnswerer):
     name = "openai"
 
     def __init__(self, base_url: str, model: str, fallback: ExtractiveAnswerer, *, api_key: str = "",
@@ -44,21 +45,11 @@ class OpenAICompatAnswerer:
         r.raise_for_status()
         return [m["id"] for m in r.json().get("data", [])]
 
-    def answer(self, question: str, sources: list[Source], *, unknown_terms: Sequence[str] = ()) -> Answer:
-        result: Answer | None = None
-        for item in self.stream(question, sources, unknown_terms=unknown_terms):
-            if isinstance(item, Answer):
-                result = item
-        assert result is not None
-        return result
-
     def stream(self, question: str, sources: list[Source], *,
                unknown_terms: Sequence[str] = ()) -> Iterator[str | Answer]:
         """Text deltas as the model produces them, then the checked Answer."""
         if not sources:
-            answer = self.fallback.answer(question, sources, unknown_terms=unknown_terms)
-            yield answer.text
-            yield answer
+            yield from self.extractive(question, sources, unknown_terms)
             return
         parts: list[str] = []
         try:
@@ -66,17 +57,11 @@ class OpenAICompatAnswerer:
                 parts.append(delta)
                 yield delta
         except (httpx.HTTPError, LLMUnavailable, ValueError) as exc:
-            answer = self.fallback.answer(question, sources, unknown_terms=unknown_terms)
-            answer.llm_error = f"the LLM was unavailable ({type(exc).__name__}: {exc}); extractive answer instead"
             if parts:
                 yield "\n\n"
-            yield answer.text
-            yield answer
+            yield from self.extractive(question, sources, unknown_terms, exc)
             return
-        text, citations, grounded = check_citations("".join(parts), sources)
-        if not grounded:
-            text = self.fallback.not_covered
-        yield Answer(text, grounded=grounded, citations=citations, answered_by=f"openai:{self.model}")
+        yield self.checked("".join(parts), sources, f"openai:{self.model}")
 
     def _chat(self, messages: list[dict[str, str]]) -> Iterator[str]:
         body = {"model": self.model, "messages": messages, "stream": True, "temperature": 0,

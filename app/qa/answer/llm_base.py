@@ -1,0 +1,41 @@
+"""What every LLM answerer shares: `answer()` drains `stream()`, the extractive stand-in, the citation check."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from app.qa.answer.extractive import ExtractiveAnswerer
+from app.qa.answer.prompting import check_citations
+from app.qa.types import Answer, Source
+
+
+class LLMAnswerer:
+    name = "llm"
+    fallback: ExtractiveAnswerer
+
+    def stream(self, question: str, sources: list[Source], *,
+               unknown_terms: Sequence[str] = ()) -> Iterator[str | Answer]:
+        raise NotImplementedError
+
+    def answer(self, question: str, sources: list[Source], *, unknown_terms: Sequence[str] = ()) -> Answer:
+        result: Answer | None = None
+        for item in self.stream(question, sources, unknown_terms=unknown_terms):
+            if isinstance(item, Answer):
+                result = item
+        assert result is not None
+        return result
+
+    def extractive(self, question: str, sources: list[Source], unknown_terms: Sequence[str],
+                   error: BaseException | None = None) -> Iterator[str | Answer]:
+        """The extractive answer, one delta then the Answer; with `error`, it says why the LLM did not answer."""
+        answer = self.fallback.answer(question, sources, unknown_terms=unknown_terms)
+        if error is not None:
+            answer.llm_error = (f"the LLM was unavailable ({type(error).__name__}: {error}); "
+                                "extractive answer instead")
+        yield answer.text
+        yield answer
+
+    def checked(self, content: str, sources: list[Source], answered_by: str) -> Answer:
+        text, citations, grounded = check_citations(content, sources)
+        return Answer(text if grounded else self.fallback.not_covered, grounded=grounded, citations=citations,
+                      answered_by=answered_by)
