@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import httpx
 import pytest
 
@@ -114,3 +116,20 @@ def test_service_over_http_with_h2ogpte(fake, tmp_path):
         assert ready.status_code == 503 and "rejected the API key" in ready.json()["error"]
     finally:
         bad.stop()
+
+
+@pytest.mark.skipif(not (os.environ.get("H2OGPTE_API_KEY") and os.environ.get("H2OGPTE_ADDRESS")),
+                    reason="live h2oGPTe: set H2OGPTE_API_KEY and H2OGPTE_ADDRESS")
+def test_live_h2ogpte(embedder):
+    from app.qa.answer.h2ogpte_llm import H2OGPTeAnswerer
+
+    llm = H2OGPTeAnswerer(os.environ["H2OGPTE_ADDRESS"], os.environ["H2OGPTE_API_KEY"], ExtractiveAnswerer(embedder),
+                          llm=os.environ.get("H2OGPTE_LLM", "auto"), timeout=120)
+    try:
+        llm.warm_up()
+        assert llm.models()
+        answer = llm.answer("What does the forget gate do?", _sources())
+        assert answer.answered_by.startswith("h2ogpte:"), answer.llm_error
+        assert all(1 <= c.n <= 2 for c in answer.citations)
+    finally:
+        llm.close()
