@@ -73,8 +73,7 @@ class ExtractiveAnswerer:
         terms = set(keyword_tokens(question)) - QUESTION_WORDS
         return bool(terms) and any(terms <= set(keyword_tokens(s.text)) for s in sources)
 
-    def answer(self, question: str, sources: list[Source], *, unknown_terms: Sequence[str] = (),
-               question_vec: np.ndarray | None = None) -> Answer:
+    def answer(self, question: str, sources: list[Source], *, unknown_terms: Sequence[str] = ()) -> Answer:
         if not sources or unknown_terms:
             return Answer(NOT_COVERED, grounded=False, citations=[])
         cands: list[tuple[int, int, str]] = []  # (source index, position, sentence)
@@ -83,7 +82,7 @@ class ExtractiveAnswerer:
                 cands.append((si, pos, sent))
         if not cands:
             return Answer(NOT_COVERED, grounded=False, citations=[])
-        qv = self.embedder.encode([question], batch_size=1)[0] if question_vec is None else question_vec
+        qv = self.embedder.encode([question], batch_size=1)[0]
         svecs = self.embedder.encode([c[2] for c in cands], batch_size=16)
         cos = svecs @ qv
         evidence = (float(cos.max()) + max(s.dense for s in sources[: self.sources_used])) / 2
