@@ -54,40 +54,49 @@ class Groups:
     members: list[list[int]]  # row indices in each group, canonical first
 
 
+class UnionFind:
+    """Disjoint sets over 0..n-1; a group's root is its smallest member."""
+
+    def __init__(self, n: int) -> None:
+        self.parent = list(range(n))
+
+    def find(self, x: int) -> int:
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+    def groups(self) -> list[list[int]]:
+        """Members of every group, each in ascending order, groups by their smallest member."""
+        out: dict[int, list[int]] = {}
+        for i in range(len(self.parent)):
+            out.setdefault(self.find(i), []).append(i)
+        return list(out.values())
+
+
 def group_duplicates(texts: Sequence[str], contained: Sequence[int | None], embedded: Sequence[bool],
                      doc_ids: Sequence[str] | None = None) -> Groups:
     """Union-find over containment links, exact matches and shingle-Jaccard near-duplicates."""
-    n = len(texts)
-    parent = list(range(n))
-
-    def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    def union(a: int, b: int) -> None:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-
+    uf = UnionFind(len(texts))
     for i, c in enumerate(contained):
         if c is not None:
-            union(i, c)
-    _near_duplicates([shingles(t) for t in texts], union)
+            uf.union(i, c)
+    link_near_duplicates([shingles(t) for t in texts], uf.union)
     if doc_ids is not None:
         bags = word_bags(texts)
 
         def same_deck_other_file(a: int, b: int) -> bool:
             return doc_ids[a] != doc_ids[b] and numbers_agree(bags[a], bags[b])
 
-        _near_duplicates(bags, union, keep=same_deck_other_file)
-    groups: dict[int, list[int]] = {}
-    for i in range(n):
-        groups.setdefault(find(i), []).append(i)
+        link_near_duplicates(bags, uf.union, keep=same_deck_other_file)
     canonical: list[int] = []
     members: list[list[int]] = []
-    for rows in groups.values():
+    for rows in uf.groups():
         best = max(rows, key=lambda r: (embedded[r], len(texts[r]), -r))
         canonical.append(best)
         members.append([best] + [r for r in rows if r != best])
@@ -106,13 +115,7 @@ def word_bags(texts: Sequence[str], min_words: int = 8) -> list[set]:
     return [b if len(b) >= min_words else set() for b in bags]
 
 
-def near_duplicate_pairs(sets: Sequence[set], threshold: float = JACCARD) -> list[tuple[int, int]]:
-    pairs: list[tuple[int, int]] = []
-    _near_duplicates(sets, lambda a, b: pairs.append((a, b)), threshold=threshold)
-    return pairs
-
-
-def _near_duplicates(sets: Sequence[set], union: Callable[[int, int], None],
+def link_near_duplicates(sets: Sequence[set], union: Callable[[int, int], None],
                      keep: Callable[[int, int], bool] | None = None, threshold: float = JACCARD) -> None:
     """Pairs with Jaccard >= threshold, via a sparse chunk x shingle matrix (exact, no sampling)."""
     from scipy import sparse

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ingest.chunking import Chunker
-from ingest.dedupe import containment_links, near_duplicate_pairs, numbers_agree, word_bags
+from ingest.dedupe import UnionFind, containment_links, link_near_duplicates, numbers_agree, word_bags
 from ingest.embedding import Embedder
 from ingest.errors import FileTooLarge, IngestError
 from ingest.library import ChunkRow, DocumentRecord, Library, now_iso
@@ -244,38 +244,22 @@ class Pipeline:
         reps = sorted(todo, key=lambda h: -len(todo[h][0].text))  # longest first: it becomes the one encoded
         stored = self.library.embedded_texts()
         bags = word_bags([todo[h][0].text for h in reps] + [t for t, _ in stored])
-        source: dict[int, int] = {}
-
-        def root_free(a: int, b: int) -> bool:  # no cycles: a must not already lead back to b
-            while a in source:
-                a = source[a]
-                if a == b:
-                    return False
-            return True
-
-        for a, b in sorted(near_duplicate_pairs(bags, REUSE_JACCARD)):
-            a, b = min(a, b), max(a, b)
-            if not numbers_agree(bags[a], bags[b]):
+        twins = UnionFind(len(bags))
+        link_near_duplicates(bags, twins.union, keep=lambda a, b: numbers_agree(bags[a], bags[b]),
+                             threshold=REUSE_JACCARD)
+        for members in twins.groups():
+            new = [m for m in members if m < len(reps)]
+            old = [m for m in members if m >= len(reps)]
+            if not new or len(members) == 1:
                 continue
-            if b < len(reps) and b not in source and root_free(a, b):
-                source[b] = a  # both new: b copies the (longer) a once a is encoded
-            elif b >= len(reps) and a < len(reps) and a not in source:
-                source[a] = b  # a stored twin already has a vector
-
-        def root(i: int) -> int:
-            while i in source:
-                i = source[i]
-            return i
-
-        for new in list(source):
-            src = root(new)
-            rows = todo.pop(reps[new])
-            if src >= len(reps):
-                vec = np.frombuffer(stored[src - len(reps)][1], dtype=np.float32)
-                for c in rows:
-                    c.embedding = vec
-            else:
-                todo[reps[src]].extend(rows)  # encoded together with their twin
+            if old:  # a stored twin already has a vector
+                vec = np.frombuffer(stored[old[0] - len(reps)][1], dtype=np.float32)
+                for m in new:
+                    for c in todo.pop(reps[m]):
+                        c.embedding = vec
+            else:  # all new: encoded once, with the longest
+                for m in new[1:]:
+                    todo[reps[new[0]]].extend(todo.pop(reps[m]))
 
     def delete(self, doc_id: str) -> bool:
         with self.library.writer() as w:
