@@ -7,9 +7,12 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.settings import Settings
+
+if TYPE_CHECKING:
+    from ingest.pipeline import FileResult, Report
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -28,7 +31,7 @@ def _location(loc: dict[str, Any]) -> str:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from app.components import build_embedder, build_store
+    from app.components import build_embedder, build_local_store, build_service
     from ingest.pipeline import collect_paths
 
     settings = _settings(args)
@@ -36,9 +39,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if not files and not missing:
         print("no supported files found (pdf, pptx, docx, md, html, txt)", file=sys.stderr)
         return 1
+    if settings.store == "h2ogpte":
+        print(f"uploading {len(files)} files to the h2oGPTe collection {settings.h2ogpte_collection!r} and "
+              "waiting for its ingest jobs...", file=sys.stderr)
+        report = build_service(settings).store.ingest(files)
+        return _print_report(args, settings, report, missing)
     print(f"loading the embedding model ({settings.embedding_backend})...", file=sys.stderr)
-    embedder = build_embedder(settings)
-    store = build_store(settings, embedder)
+    store = build_local_store(settings, build_embedder(settings))
     bars: dict[str, tqdm] = {}
 
     def progress(stage: str, done: int, total: int) -> None:
@@ -53,10 +60,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     def waiting() -> None:
         print("another ingest holds the library lock; waiting for it to finish...", file=sys.stderr)
 
-    pipeline = store.pipeline  # type: ignore[attr-defined]
-    report = pipeline.ingest(files, progress=progress, on_lock_wait=waiting)
+    report = store.pipeline.ingest(files, progress=progress, on_lock_wait=waiting)
     for bar in bars.values():
         bar.close()
+    return _print_report(args, settings, report, missing)
+
+
+def _print_report(args: argparse.Namespace, settings: Settings, report: Report, missing: list[FileResult]) -> int:
     report.files.extend(missing)
     if args.json:
         print(json.dumps(report.public(), indent=2))
@@ -70,8 +80,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         print(f"documents: {report.documents} ingested, {unchanged} unchanged, {len(report.skipped)} skipped")
         print(f"pages/slides/sections: {report.units}   chunks: {report.chunks}   "
               f"duplicates collapsed: {report.collapsed}   embedded: {report.embedded}")
-        print(f"seconds: {report.seconds:.1f}   chunks/s: {report.chunks_per_second:.1f}   "
-              f"data dir: {settings.data_dir}")
+        where = (f"h2oGPTe collection: {settings.h2ogpte_collection}" if settings.store == "h2ogpte"
+                 else f"data dir: {settings.data_dir}")
+        print(f"seconds: {report.seconds:.1f}   chunks/s: {report.chunks_per_second:.1f}   {where}")
     if report.error:
         print(report.error, file=sys.stderr)
         return 2
@@ -80,23 +91,30 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_documents(args: argparse.Namespace) -> int:
-    from ingest.library import Library
+    settings = _settings(args)
+    if settings.store == "h2ogpte":
+        from app.components import build_service
 
-    docs = Library(_settings(args).data_dir).documents()
+        docs = build_service(settings).store.documents()
+    else:
+        from ingest.library import Library
+
+        docs = [d.public() for d in Library(settings.data_dir).documents()]
     if args.json:
-        print(json.dumps([d.public() for d in docs], indent=2))
+        print(json.dumps(docs, indent=2))
         return 0
     for d in docs:
-        print(f"{d.id}  {d.kind:<8} {d.units:>4} {d.unit_label:<8} {d.chunks:>4} chunks  {d.name}")
+        print(f"{d['id']}  {d['type']:<8} {d['units']:>4} {d['unit_label']:<8} {d['chunks']:>4} chunks  {d['name']}")
     print(f"{len(docs)} documents")
     return 0
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    from app.components import build_embedder, build_store
+    from app.components import build_embedder, build_local_store, build_service
 
     settings = _settings(args)
-    store = build_store(settings, build_embedder(settings))
+    store = (build_service(settings).store if settings.store == "h2ogpte"
+             else build_local_store(settings, build_embedder(settings)))
     if store.delete(args.doc_id):
         print(f"deleted {args.doc_id}")
         return 0

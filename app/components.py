@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from app.qa.answer import Answerer
 from app.qa.retrieve import Retriever
 from app.qa.service import QAService
@@ -11,12 +13,22 @@ from ingest.embedding import Embedder, make_embedder
 from ingest.library import Library
 from ingest.pipeline import Pipeline
 
+if TYPE_CHECKING:
+    from app.qa.h2ogpte_conn import H2OGPTeConnection
+
 
 def build_embedder(settings: Settings) -> Embedder:
     return make_embedder(settings.embedding_backend, settings.embedding_model, settings.embedding_threads)
 
 
-def build_store(settings: Settings, embedder: Embedder) -> Store:
+def h2ogpte_connection(settings: Settings) -> H2OGPTeConnection:
+    from app.qa.h2ogpte_conn import H2OGPTeConnection
+
+    return H2OGPTeConnection(settings.h2ogpte_address, settings.h2ogpte_api_key.get_secret_value(),
+                             timeout=settings.llm_timeout)
+
+
+def build_local_store(settings: Settings, embedder: Embedder) -> LocalStore:
     library = Library(settings.data_dir, dim=embedder.dim, refresh_seconds=settings.refresh_seconds)
     library.ensure_embedder(embedder.name)
     pipeline = Pipeline(library, embedder, max_file_bytes=settings.max_upload_bytes,
@@ -24,7 +36,7 @@ def build_store(settings: Settings, embedder: Embedder) -> Store:
     return LocalStore(library, embedder, pipeline, Retriever(library, embedder))
 
 
-def build_answerer(settings: Settings, embedder: Embedder) -> Answerer:
+def build_answerer(settings: Settings, embedder: Embedder, conn: H2OGPTeConnection | None = None) -> Answerer:
     from app.qa.answer.extractive import ExtractiveAnswerer
 
     extractive = ExtractiveAnswerer(embedder, min_evidence=settings.min_evidence)
@@ -34,18 +46,30 @@ def build_answerer(settings: Settings, embedder: Embedder) -> Answerer:
         return OpenAICompatAnswerer(settings.openai_base_url, settings.llm_model, extractive,
                                     api_key=settings.openai_api_key.get_secret_value(), timeout=settings.llm_timeout,
                                     context_chars=settings.llm_context_chars)
-    if settings.llm == "h2ogpte":
-        from app.qa.answer.h2ogpte_llm import H2OGPTeAnswerer
+    if settings.llm == "h2ogpte" or conn is not None:
+        from app.qa.answer.h2ogpte_llm import H2OGPTeAnswerer, check_key
 
-        answerer = H2OGPTeAnswerer(settings.h2ogpte_address, settings.h2ogpte_api_key.get_secret_value(), extractive,
-                                   llm=settings.h2ogpte_llm, timeout=settings.llm_timeout,
-                                   context_chars=settings.llm_context_chars)
-        answerer.warm_up()
-        return answerer
+        conn = conn or h2ogpte_connection(settings)
+        check_key(conn)
+        return H2OGPTeAnswerer(conn, extractive, llm=settings.h2ogpte_llm, context_chars=settings.llm_context_chars)
     return extractive
 
 
 def build_service(settings: Settings, embedder: Embedder | None = None) -> QAService:
+    """store=faiss: our library, answered by the chosen LLM (default extractive). store=h2ogpte: the h2oGPTe
+    collection answers through its chat; the answerer (h2oGPTe's LLM unless LECTURE_QA_LLM=openai) serves
+    document-filtered questions and stands in when the chat fails."""
     embedder = embedder or build_embedder(settings)
-    store = build_store(settings, embedder)
+    if settings.store == "h2ogpte":
+        from app.qa.h2ogpte_store import H2OGPTeStore
+
+        conn = h2ogpte_connection(settings)
+        answerer = build_answerer(settings, embedder, conn)
+        remote = H2OGPTeStore(conn, settings.h2ogpte_collection, answerer, llm=settings.h2ogpte_llm,
+                              max_file_bytes=settings.max_upload_bytes,
+                              max_unpacked_bytes=settings.max_unpacked_bytes,
+                              ingest_timeout=settings.h2ogpte_ingest_timeout)
+        remote.warm_up()
+        return QAService(remote, answerer, default_top_k=settings.top_k, engine=remote)
+    store: Store = build_local_store(settings, embedder)
     return QAService(store, build_answerer(settings, embedder), default_top_k=settings.top_k)

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.routes import ask, documents, health, search
 from app.components import build_service
+from app.qa.errors import BackendUnavailable
 from app.settings import Settings
 
 log = logging.getLogger("lecture_qa")
@@ -107,6 +108,10 @@ def create_app(settings: Settings | None = None, *, load_in_background: bool = T
         where = ".".join(str(p) for p in first["loc"] if p != "body") or "body"
         return JSONResponse({"error": f"invalid request: {where}: {first['msg']}", "detail": errors},
                             status_code=422)
+
+    @app.exception_handler(BackendUnavailable)
+    async def backend_unavailable(request: Request, exc: BackendUnavailable) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": "5"})
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -13,7 +13,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LECTURE_QA_", extra="ignore", populate_by_name=True)
 
     data_dir: Path = Field(Path("./data"), description="Where the library (SQLite, FAISS, BM25) lives.")
-    store: Literal["faiss"] = Field("faiss", description="Vector store backend.")
+    store: Literal["faiss", "h2ogpte"] = Field(
+        "faiss", description="faiss: the embedded library in data_dir; h2ogpte: an h2oGPTe collection does "
+        "ingest, search and answers (chat with references).")
     llm: Literal["extractive", "openai", "h2ogpte"] = Field(
         "extractive", description="Answer generator: extractive (offline), openai (any OpenAI-compatible endpoint) "
         "or h2ogpte (h2oGPTe's LLMs over our retrieval).")
@@ -28,6 +30,10 @@ class Settings(BaseSettings):
                                  description="e.g. https://h2ogpte.genai.h2o.ai")
     h2ogpte_api_key: SecretStr = Field(SecretStr(""), validation_alias=AliasChoices("H2OGPTE_API_KEY"))
     h2ogpte_llm: str = Field("auto", validation_alias=AliasChoices("H2OGPTE_LLM"))
+    h2ogpte_collection: str = Field("lecture-qa", validation_alias=AliasChoices("H2OGPTE_COLLECTION"),
+                                    description="Collection name (or id) for LECTURE_QA_STORE=h2ogpte; created "
+                                    "when missing.")
+    h2ogpte_ingest_timeout: float = Field(600.0, description="Seconds to wait for an h2oGPTe ingest job.")
 
     embedding_backend: Literal["onnx-int8", "sentence-transformers"] = Field(
         "onnx-int8", description="onnx-int8: all-MiniLM-L6-v2 int8 (faster on CPU); sentence-transformers: float "

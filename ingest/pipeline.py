@@ -95,6 +95,25 @@ def collect_paths(paths: Iterable[str | Path]) -> tuple[list[SourceFile], list[F
     return found, skipped
 
 
+def read_source(f: SourceFile, max_bytes: int) -> bytes:
+    """The file's bytes, after checking its type by name and its size (IngestError says what is wrong)."""
+    kind_for_name(f.name)
+    if f.data is not None:
+        data = f.data
+    else:
+        assert f.path is not None
+        try:
+            size = f.path.stat().st_size
+            if size > max_bytes:
+                raise FileTooLarge(f"the file is {size / 2**20:.1f} MiB, over the limit of {max_bytes / 2**20:.0f} MiB")
+            data = f.path.read_bytes()
+        except OSError as exc:
+            raise IngestError(f"the file cannot be read ({exc.strerror or exc})") from exc
+    if len(data) > max_bytes:
+        raise FileTooLarge(f"the file is {len(data) / 2**20:.1f} MiB, over the limit of {max_bytes / 2**20:.0f} MiB")
+    return data
+
+
 @dataclass
 class _Staged:
     result: FileResult
@@ -114,25 +133,6 @@ class Pipeline:
         self.batch_size = batch_size
 
     # -- one file -> staged rows (no lock held) --
-    def _read(self, f: SourceFile) -> bytes:
-        kind_for_name(f.name)
-        if f.data is not None:
-            data = f.data
-        else:
-            assert f.path is not None
-            try:
-                size = f.path.stat().st_size
-                if size > self.max_file_bytes:
-                    raise FileTooLarge(f"the file is {size / 2**20:.1f} MiB, over the limit of "
-                                       f"{self.max_file_bytes / 2**20:.0f} MiB")
-                data = f.path.read_bytes()
-            except OSError as exc:
-                raise IngestError(f"the file cannot be read ({exc.strerror or exc})") from exc
-        if len(data) > self.max_file_bytes:
-            raise FileTooLarge(f"the file is {len(data) / 2**20:.1f} MiB, over the limit of "
-                               f"{self.max_file_bytes / 2**20:.0f} MiB")
-        return data
-
     def _stage(self, f: SourceFile, data: bytes, doc_id: str) -> _Staged:
         parsed = load_document(f.name, data, max_unpacked_bytes=self.max_unpacked_bytes)
         chunks = self.chunker.chunk_document(parsed)
@@ -163,7 +163,7 @@ class Pipeline:
         seen_ids: set[str] = set()
         for i, f in enumerate(files):
             try:
-                data = self._read(f)
+                data = read_source(f, self.max_file_bytes)
                 doc_id = hashlib.sha256(data).hexdigest()[:16]
                 if doc_id in known or doc_id in seen_ids:
                     report.files.append(FileResult(f.name, "unchanged", doc_id))

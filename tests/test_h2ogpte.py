@@ -1,4 +1,5 @@
-"""The REAL h2ogpte client against a local fake h2oGPTe server: LLM answers over our retrieval."""
+"""The REAL h2ogpte client against a local fake h2oGPTe server: h2oGPTe's LLM over our retrieval, and h2oGPTe
+as the whole RAG engine (collection, uploads + ingest jobs, chunk search, chat websocket with references)."""
 
 from __future__ import annotations
 
@@ -31,8 +32,10 @@ def fake():
 
 def _answerer(fake, embedder, key="sk-good", timeout=5.0):
     from app.qa.answer.h2ogpte_llm import H2OGPTeAnswerer
+    from app.qa.h2ogpte_conn import H2OGPTeConnection
 
-    return H2OGPTeAnswerer(fake.url, key, ExtractiveAnswerer(embedder), llm="fake-llm", timeout=timeout)
+    return H2OGPTeAnswerer(H2OGPTeConnection(fake.url, key, timeout=timeout), ExtractiveAnswerer(embedder),
+                           llm="fake-llm")
 
 
 def test_answer_question_with_numbered_sources_and_checked_citations(fake, embedder):
@@ -122,9 +125,10 @@ def test_service_over_http_with_h2ogpte(fake, tmp_path):
                     reason="live h2oGPTe: set H2OGPTE_API_KEY and H2OGPTE_ADDRESS")
 def test_live_h2ogpte(embedder):
     from app.qa.answer.h2ogpte_llm import H2OGPTeAnswerer
+    from app.qa.h2ogpte_conn import H2OGPTeConnection
 
-    llm = H2OGPTeAnswerer(os.environ["H2OGPTE_ADDRESS"], os.environ["H2OGPTE_API_KEY"], ExtractiveAnswerer(embedder),
-                          llm=os.environ.get("H2OGPTE_LLM", "auto"), timeout=120)
+    conn = H2OGPTeConnection(os.environ["H2OGPTE_ADDRESS"], os.environ["H2OGPTE_API_KEY"], timeout=120)
+    llm = H2OGPTeAnswerer(conn, ExtractiveAnswerer(embedder), llm=os.environ.get("H2OGPTE_LLM", "auto"))
     try:
         llm.warm_up()
         assert llm.models()

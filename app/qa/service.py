@@ -4,32 +4,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol
 
 from app.qa.answer import Answerer
 from app.qa.store import Store
-from app.qa.types import Answer, Source
-
-
-@dataclass
-class AskResult:
-    answer: Answer
-    sources: list[Source]
-    timings_ms: dict[str, float] = field(default_factory=dict)
-
-    def public(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "answer": self.answer.text,
-            "grounded": self.answer.grounded,
-            "citations": [c.public() for c in self.answer.citations],
-            "sources": [s.public() for s in self.sources],
-            "answered_by": self.answer.answered_by,
-            "timings_ms": self.timings_ms,
-        }
-        if self.answer.llm_error:
-            out["llm_error"] = self.answer.llm_error
-        return out
+from app.qa.types import Answer, AskResult, Source
 
 
 def retrieval_query(question: str, history: Sequence[str] | None) -> str:
@@ -39,11 +18,20 @@ def retrieval_query(question: str, history: Sequence[str] | None) -> str:
     return f"{history[-1]} {question}"
 
 
+class AskEngine(Protocol):
+    """A backend that retrieves and answers in one step (h2oGPTe's chat over its collection)."""
+
+    def ask_stream(self, question: str, top_k: int, document_ids: Sequence[str] | None = None,
+                   history: Sequence[str] | None = None) -> Iterator[str | AskResult]: ...
+
+
 class QAService:
-    def __init__(self, store: Store, answerer: Answerer, *, default_top_k: int = 5) -> None:
+    def __init__(self, store: Store, answerer: Answerer, *, default_top_k: int = 5,
+                 engine: AskEngine | None = None) -> None:
         self.store = store
         self.answerer = answerer
         self.default_top_k = default_top_k
+        self.engine = engine
 
     def search(self, query: str, top_k: int, document_ids: Sequence[str] | None = None) -> list[Source]:
         return self.store.search(query, top_k, document_ids)
@@ -60,6 +48,9 @@ class QAService:
     def ask_stream(self, question: str, top_k: int | None = None, document_ids: Sequence[str] | None = None,
                    history: Sequence[str] | None = None) -> Iterator[str | AskResult]:
         """Answer text deltas as they are produced, then the complete AskResult."""
+        if self.engine is not None:
+            yield from self.engine.ask_stream(question, top_k or self.default_top_k, document_ids, history)
+            return
         t0 = time.perf_counter()
         sources = self.store.search(retrieval_query(question, history), top_k or self.default_top_k, document_ids)
         t1 = time.perf_counter()

@@ -51,3 +51,23 @@ class Answer:
     citations: list[Citation]
     answered_by: str = "extractive"
     llm_error: str | None = None  # set when an LLM backend failed and the extractive answer stands in
+
+
+@dataclass
+class AskResult:
+    answer: Answer
+    sources: list[Source]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def public(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "answer": self.answer.text,
+            "grounded": self.answer.grounded,
+            "citations": [c.public() for c in self.answer.citations],
+            "sources": [s.public() for s in self.sources],
+            "answered_by": self.answer.answered_by,
+            "timings_ms": self.timings_ms,
+        }
+        if self.answer.llm_error:
+            out["llm_error"] = self.answer.llm_error
+        return out
