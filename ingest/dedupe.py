@@ -7,7 +7,8 @@ Two rules, measured on the shared corpus:
   form one group; across documents, a word-set Jaccard >= 0.8 (at least 8 distinct words) suffices, because
   the same deck exported to PDF and to PPTX yields the same words in another reading order (measured on the
   Harvard lecture 24 deck: 3-gram Jaccard collapsed 13 of 86 slide pairs, word sets 77).
-The canonical chunk of a group is its longest member; the others become its `also_at` locations.
+The canonical chunk of a group is its longest member and every other member a direct near-duplicate of it (no
+chains); the others become its `also_at` locations.
 """
 
 from __future__ import annotations
@@ -54,54 +55,56 @@ class Groups:
     members: list[list[int]]  # row indices in each group, canonical first
 
 
-class UnionFind:
-    """Disjoint sets over 0..n-1; a group's root is its smallest member."""
+class NearDuplicates:
+    """Near-duplicate links, grouped around canonical items WITHOUT chaining: every member of a group is a direct
+    near-duplicate of the group's canonical. (Transitive groups, A~B and B~C putting A with C, once folded 57
+    progressively built slides of three decks into one passage whose text lacked most of theirs.)"""
 
     def __init__(self, n: int) -> None:
-        self.parent = list(range(n))
+        self.links: list[set[int]] = [set() for _ in range(n)]
 
-    def find(self, x: int) -> int:
-        while self.parent[x] != x:
-            self.parent[x] = self.parent[self.parent[x]]
-            x = self.parent[x]
-        return x
+    def link(self, a: int, b: int) -> None:
+        self.links[a].add(b)
+        self.links[b].add(a)
 
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
-
-    def groups(self) -> list[list[int]]:
-        """Members of every group, each in ascending order, groups by their smallest member."""
-        out: dict[int, list[int]] = {}
-        for i in range(len(self.parent)):
-            out.setdefault(self.find(i), []).append(i)
-        return list(out.values())
+    def groups(self, order: Sequence[int]) -> list[list[int]]:
+        """Star groups over the items in `order`, most preferred canonical first: each not-yet-grouped item
+        becomes a canonical and takes its not-yet-grouped direct links (items outside `order` are ignored).
+        Each group lists its canonical first."""
+        allowed = set(order)
+        taken: set[int] = set()
+        out: list[list[int]] = []
+        for i in order:
+            if i in taken:
+                continue
+            members = [i] + sorted(j for j in self.links[i] if j in allowed and j not in taken)
+            taken.update(members)
+            out.append(members)
+        return out
 
 
 def group_duplicates(texts: Sequence[str], contained: Sequence[int | None], embedded: Sequence[bool],
                      doc_ids: Sequence[str] | None = None) -> Groups:
-    """Union-find over containment links, exact matches and shingle-Jaccard near-duplicates."""
-    uf = UnionFind(len(texts))
-    for i, c in enumerate(contained):
-        if c is not None:
-            uf.union(i, c)
-    link_near_duplicates([shingles(t) for t in texts], uf.union)
+    """Containment links, exact matches and near-duplicates (shingle Jaccard; across documents word sets), in
+    star groups around the longest embedded chunk; a contained chunk joins the group of its container."""
+    dups = NearDuplicates(len(texts))
+    link_near_duplicates([shingles(t) for t in texts], dups.link)
     if doc_ids is not None:
         bags = word_bags(texts)
 
         def same_deck_other_file(a: int, b: int) -> bool:
             return doc_ids[a] != doc_ids[b] and numbers_agree(bags[a], bags[b])
 
-        link_near_duplicates(bags, uf.union, keep=same_deck_other_file)
-    canonical: list[int] = []
-    members: list[list[int]] = []
-    for rows in uf.groups():
-        best = max(rows, key=lambda r: (embedded[r], len(texts[r]), -r))
-        canonical.append(best)
-        members.append([best] + [r for r in rows if r != best])
-    order = sorted(range(len(canonical)), key=lambda g: canonical[g])
-    return Groups([canonical[g] for g in order], [members[g] for g in order])
+        link_near_duplicates(bags, dups.link, keep=same_deck_other_file)
+    free = sorted((i for i in range(len(texts)) if contained[i] is None),
+                  key=lambda r: (not embedded[r], -len(texts[r]), r))
+    members = dups.groups(free)
+    group_of = {m: g for g, rows in enumerate(members) for m in rows}
+    for i, c in enumerate(contained):
+        if c is not None:
+            members[group_of[c]].append(i)
+    order = sorted(range(len(members)), key=lambda g: members[g][0])
+    return Groups([members[g][0] for g in order], [members[g] for g in order])
 
 
 def numbers_agree(a: set[str], b: set[str]) -> bool:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ingest.chunking import Chunker
-from ingest.dedupe import UnionFind, containment_links, link_near_duplicates, numbers_agree, word_bags
+from ingest.dedupe import NearDuplicates, containment_links, link_near_duplicates, numbers_agree, word_bags
 from ingest.embedding import Embedder
 from ingest.errors import FileTooLarge, IngestError
 from ingest.library import ChunkRow, DocumentRecord, Library, now_iso
@@ -244,22 +244,22 @@ class Pipeline:
         reps = sorted(todo, key=lambda h: -len(todo[h][0].text))  # longest first: it becomes the one encoded
         stored = self.library.embedded_texts()
         bags = word_bags([todo[h][0].text for h in reps] + [t for t, _ in stored])
-        twins = UnionFind(len(bags))
-        link_near_duplicates(bags, twins.union, keep=lambda a, b: numbers_agree(bags[a], bags[b]),
+        twins = NearDuplicates(len(bags))
+        link_near_duplicates(bags, twins.link, keep=lambda a, b: numbers_agree(bags[a], bags[b]),
                              threshold=REUSE_JACCARD)
-        for members in twins.groups():
-            new = [m for m in members if m < len(reps)]
-            old = [m for m in members if m >= len(reps)]
-            if not new or len(members) == 1:
+        old_first = list(range(len(reps), len(bags))) + list(range(len(reps)))  # a stored vector, else the longest
+        for members in twins.groups(old_first):
+            head, new = members[0], [m for m in members[1:] if m < len(reps)]
+            if not new:
                 continue
-            if old:  # a stored twin already has a vector
-                vec = np.frombuffer(stored[old[0] - len(reps)][1], dtype=np.float32)
+            if head >= len(reps):  # a stored twin already has a vector
+                vec = np.frombuffer(stored[head - len(reps)][1], dtype=np.float32)
                 for m in new:
                     for c in todo.pop(reps[m]):
                         c.embedding = vec
             else:  # all new: encoded once, with the longest
-                for m in new[1:]:
-                    todo[reps[new[0]]].extend(todo.pop(reps[m]))
+                for m in new:
+                    todo[reps[head]].extend(todo.pop(reps[m]))
 
     def delete(self, doc_id: str) -> bool:
         with self.library.writer() as w:

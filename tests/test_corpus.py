@@ -13,9 +13,9 @@ from tests.conftest import CORPUS, DEV_QA, ROOT, needs_shared
 pytestmark = [needs_shared, pytest.mark.slow]
 
 # Floors a little under what `lecture-qa eval` measured (docs/retrieval.md); a regression trips them.
-FLOORS = {"recall@5": 0.72, "mrr@10": 0.58}
+FLOORS = {"recall@5": 0.75, "mrr@10": 0.60}
 MIN_ANSWERED = 52  # of 55 answerable
-MIN_REFUSED = 4  # of 6 unanswerable
+MIN_REFUSED = 5  # of 6 unanswerable
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +55,11 @@ def test_repeated_deck_slides_collapse(corpus_library):
     pptx = next(d.id for d in snap.documents.values() if d.name.endswith("lecture24_attention.pptx"))
     cross = [p for p in snap.passages if {p.doc_id, *(a["document_id"] for a in p.also_at)} >= {pdf, pptx}]
     assert len(cross) > 20
+    # ...but a slide that only resembles a resembling slide keeps its own text (no chained groups)
+    from app.qa.evaluate import normalise
+
+    quote = normalise("hidden state of the encoder RNN is the initial state of the decoder RNN")
+    assert any(quote in normalise(p.text) for p in snap.passages)
 
 
 def test_eval_floors(corpus_library):

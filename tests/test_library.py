@@ -78,6 +78,18 @@ def test_no_sequence_of_reingests_leaves_duplicates(tmp_path, pipeline, library)
     assert n_docs == 1 and n_chunks == n_distinct
 
 
+def test_near_duplicate_groups_do_not_chain():
+    from ingest.dedupe import NearDuplicates
+
+    dups = NearDuplicates(4)
+    dups.link(0, 1)
+    dups.link(1, 2)  # 0 ~ 1 ~ 2, but 0 and 2 share too little: 2 must keep its own text searchable
+    dups.link(2, 3)
+    assert dups.groups([0, 1, 2, 3]) == [[0, 1], [2, 3]]
+    assert dups.groups([1, 0, 2, 3]) == [[1, 0, 2], [3]]
+    assert dups.groups([3, 2, 1]) == [[3, 2], [1]]  # items outside the order (0) never join
+
+
 def test_incremental_build_slides_and_same_deck_as_pdf_collapse(tmp_path, pipeline, library):
     build = [
         {"title": "Attention for every time step", "bullets": ["The decoder scores every encoder state."]},

@@ -47,6 +47,10 @@ def test_unknown_terms():
     vocab = Vocabulary(["lstm", "gate", "parallelization"], frozenset({"what", "compare", "rotary", "fraction"}))
     assert vocab.unknown_terms("How does Mamba compare with an LSTM gate?") == ["mamba"]
     assert vocab.unknown_terms("What fraction of parallelism?") == []  # a model word; a 6-letter prefix
+    # an acronym must be in the library itself: the model knowing "rope" or "rotary" is not enough
+    vocab.model = vocab.model | {"position", "embedding", "work", "rope"}
+    assert vocab.unknown_terms("How does rotary position embedding (RoPE) work?") == ["rope"]
+    assert vocab.unknown_terms("Why do LSTMs have a gate?") == []
 
 
 def test_refusal_and_grounded_answer(store, embedder):
