@@ -148,8 +148,18 @@ class OnnxInt8Embedder:
         return [len(e.ids) for e in self._tokenizer.encode_batch(list(texts), add_special_tokens=False)]
 
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        return self._encode(texts, batch_size, with_tokens=False)[0]
+
+    def encode_with_tokens(self, texts: Sequence[str], batch_size: int = 32) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The vectors, plus each text's L2-normalised word-piece vectors (without [CLS] and [SEP]): the same
+        forward pass, kept for MaxSim reranking (ingest.token_vectors)."""
+        return self._encode(texts, batch_size, with_tokens=True)
+
+    def _encode(self, texts: Sequence[str], batch_size: int, *,
+                with_tokens: bool) -> tuple[np.ndarray, list[np.ndarray]]:
+        tokens: list[np.ndarray] = [np.zeros((0, self.dim), dtype=np.float32)] * len(texts)
         if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
+            return np.zeros((0, self.dim), dtype=np.float32), tokens
         encs = self._tokenizer.encode_batch(list(texts), add_special_tokens=True)
         ids_list = [e.ids[: self.max_tokens + 1] + [e.ids[-1]] if len(e.ids) > self.max_tokens + 2 else e.ids
                     for e in encs]
@@ -176,7 +186,11 @@ class OnnxInt8Embedder:
             pooled = (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
             pooled /= np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
             out[idx] = pooled
-        return out
+            if with_tokens:
+                for row, i in enumerate(idx):
+                    t = np.asarray(hidden[row, 1 : len(ids_list[i]) - 1], dtype=np.float32)
+                    tokens[i] = t / np.clip(np.linalg.norm(t, axis=1, keepdims=True), 1e-12, None)
+        return out, tokens
 
 
 def make_embedder(backend: str = "sentence-transformers", model_path: str | Path | None = None,

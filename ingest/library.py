@@ -1,9 +1,11 @@
 """The versioned on-disk library: SQLite is the truth, FAISS + BM25 files are derived per generation.
 
 Layout of a data directory:
-    library.sqlite3      documents, chunks (text, location, embedding) and the `generation` counter (WAL mode)
+    library.sqlite3      documents, chunks (text, location, embedding, token vectors) and the `generation`
+                         counter (WAL mode)
     write.lock           fcntl lock held by the one writer at a time
-    index/g<N>/          dense.faiss, bm25/, groups.json for generation N (written to a temp dir, fsynced, renamed)
+    index/g<N>/          dense.faiss, bm25/, tokens*.npy, groups.json for generation N (written to a temp dir,
+                         fsynced, renamed)
 
 A writer changes SQLite inside one transaction, builds the derived files of generation N+1, renames them into
 place, then commits. A crash before the commit leaves generation N whole (the orphan g<N+1> is ignored and
@@ -33,6 +35,7 @@ import numpy as np
 from ingest.dedupe import group_duplicates
 from ingest.errors import LibraryLocked
 from ingest.textnorm import keyword_tokens
+from ingest.token_vectors import TokenIndex
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -45,7 +48,7 @@ CREATE INDEX IF NOT EXISTS documents_name ON documents(name);
 CREATE TABLE IF NOT EXISTS chunks (
     id TEXT PRIMARY KEY, doc_id TEXT NOT NULL REFERENCES documents(id) ON DELETE CASCADE, ord INTEGER NOT NULL,
     text TEXT NOT NULL, embed_text TEXT NOT NULL, embed_hash TEXT NOT NULL, location TEXT NOT NULL,
-    title TEXT NOT NULL, contained_in TEXT, embedding BLOB
+    title TEXT NOT NULL, contained_in TEXT, embedding BLOB, tokens BLOB
 );
 CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id, ord);
 CREATE INDEX IF NOT EXISTS chunks_hash ON chunks(embed_hash);
@@ -84,6 +87,7 @@ class ChunkRow:
     title: str
     contained_in: str | None
     embedding: np.ndarray | None
+    tokens: bytes | None = None  # packed word-piece vectors (ingest.token_vectors)
 
 
 @dataclass
@@ -108,6 +112,7 @@ class Snapshot:
     vectors: Any  # faiss.Index over passages, in order
     bm25: Any  # bm25s.BM25 over passages, in order, or None when empty
     raw_chunks: int = 0
+    tokens: TokenIndex | None = None  # word-piece vectors for MaxSim reranking; None for older libraries
     _matrix: np.ndarray | None = None
 
     def matrix(self) -> np.ndarray:
@@ -153,6 +158,9 @@ class Library:
             ready = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='chunks'").fetchone()
             if not ready:  # only a new library needs the write lock here; readers never wait for writers
                 conn.executescript(SCHEMA)
+            columns = {r[1] for r in conn.execute("PRAGMA table_info(chunks)")}
+            if "tokens" not in columns:  # a library from before token vectors: its chunks simply have none
+                conn.execute("ALTER TABLE chunks ADD COLUMN tokens BLOB")
 
     # ---- connections -------------------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -188,21 +196,27 @@ class Library:
                 raise RuntimeError(f"{self.data_dir} was indexed with the embedding model {row[0]!r}, not {name!r}: "
                                    "configure that model again, or ingest into a new data directory")
 
-    def cached_embeddings(self, hashes: list[str]) -> dict[str, bytes]:
-        """Embeddings already stored for these embed-text hashes (re-ingesting an edited deck re-embeds less)."""
-        out: dict[str, bytes] = {}
+    def cached_embeddings(self, hashes: list[str]) -> dict[str, tuple[bytes, bytes | None]]:
+        """(embedding, token vectors) already stored for these embed-text hashes (re-ingesting an edited deck
+        re-embeds less)."""
+        out: dict[str, tuple[bytes, bytes | None]] = {}
         with contextlib.closing(self._connect()) as conn:
             for i in range(0, len(hashes), 500):
                 part = hashes[i : i + 500]
-                q = ("SELECT embed_hash, embedding FROM chunks WHERE embedding IS NOT NULL AND embed_hash IN "
+                q = ("SELECT embed_hash, embedding, tokens FROM chunks WHERE embedding IS NOT NULL AND embed_hash IN "
                      f"({','.join('?' * len(part))})")
-                out.update(dict(conn.execute(q, part).fetchall()))
+                out.update({h: (e, t) for h, e, t in conn.execute(q, part).fetchall()})
         return out
 
-    def embedded_texts(self) -> list[tuple[str, bytes]]:
-        """(text, embedding) of every stored chunk that has a vector."""
+    def embedded_texts(self) -> list[tuple[str, str, bytes]]:
+        """(chunk id, text, embedding) of every stored chunk that has a vector."""
         with contextlib.closing(self._connect()) as conn:
-            return conn.execute("SELECT text, embedding FROM chunks WHERE embedding IS NOT NULL").fetchall()
+            return conn.execute("SELECT id, text, embedding FROM chunks WHERE embedding IS NOT NULL").fetchall()
+
+    def chunk_tokens(self, chunk_id: str) -> bytes | None:
+        with contextlib.closing(self._connect()) as conn:
+            row = conn.execute("SELECT tokens FROM chunks WHERE id=?", (chunk_id,)).fetchone()
+        return row[0] if row else None
 
     def snapshot(self, *, force_check: bool = False) -> Snapshot:
         """The current generation; re-checks SQLite at most every `refresh_seconds` (or when forced)."""
@@ -257,7 +271,13 @@ class Library:
                 passages.append(Passage(head[0], head[1], head[2], head[3], json.loads(head[4]), also))
             if index.ntotal != len(passages):
                 return None
-            return Snapshot(gen, docs, passages, index, bm25, raw_chunks=len(rows))
+            tokens = None
+            if manifest.get("tokens"):
+                tokens = TokenIndex(np.load(gdir / "tokens.npy", mmap_mode="r"), np.load(gdir / "token_scales.npy"),
+                                    np.load(gdir / "token_offsets.npy"))
+                if len(tokens.offsets) != len(passages) + 1 or tokens.offsets[-1] != len(tokens.values):
+                    return None
+            return Snapshot(gen, docs, passages, index, bm25, raw_chunks=len(rows), tokens=tokens)
         except (OSError, KeyError, ValueError, RuntimeError):
             return None  # missing or damaged derived files: the caller rebuilds from SQLite
 
@@ -267,7 +287,7 @@ class Library:
 
         docs = {r[0]: DocumentRecord(*r) for r in conn.execute("SELECT * FROM documents")}
         rows = conn.execute(
-            "SELECT id, doc_id, text, title, location, contained_in, embedding, embed_text FROM chunks "
+            "SELECT id, doc_id, text, title, location, contained_in, embedding, embed_text, tokens FROM chunks "
             "ORDER BY doc_id, ord"
         ).fetchall()
         ids = [r[0] for r in rows]
@@ -298,7 +318,8 @@ class Library:
             corpus = [keyword_tokens(f"{p.title}\n{rows[pos[p.chunk_id]][7]}") or ["_"] for p in passages]
             bm25.index(corpus, show_progress=False)
         group_ids = [[ids[m] for m in groups.members[g]] for g in keep]
-        return Snapshot(gen, docs, passages, index, bm25, raw_chunks=len(rows)), group_ids
+        tokens = TokenIndex.build([rows[groups.members[g][0]][8] for g in keep], self.dim)
+        return Snapshot(gen, docs, passages, index, bm25, raw_chunks=len(rows), tokens=tokens), group_ids
 
     def _write_derived(self, snap: Snapshot, group_ids: list[list[str]]) -> None:
         import faiss
@@ -310,7 +331,12 @@ class Library:
         faiss.write_index(snap.vectors, str(tmp / "dense.faiss"))
         if snap.bm25 is not None:
             snap.bm25.save(str(tmp / "bm25"), show_progress=False)
-        (tmp / "groups.json").write_text(json.dumps({"generation": snap.generation, "groups": group_ids}))
+        if snap.tokens is not None:
+            np.save(tmp / "tokens.npy", snap.tokens.values)
+            np.save(tmp / "token_scales.npy", snap.tokens.scales)
+            np.save(tmp / "token_offsets.npy", snap.tokens.offsets)
+        (tmp / "groups.json").write_text(json.dumps({"generation": snap.generation, "groups": group_ids,
+                                                     "tokens": snap.tokens is not None}))
         for p in tmp.rglob("*"):
             if p.is_file():
                 with open(p, "rb") as fh:
@@ -424,10 +450,11 @@ class Writer:
         )
         self.conn.executemany(
             "INSERT INTO chunks(id, doc_id, ord, text, embed_text, embed_hash, location, title, contained_in, "
-            "embedding) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            "embedding, tokens) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             [
                 (c.id, c.doc_id, c.order, c.text, c.embed_text, c.embed_hash, json.dumps(c.location), c.title,
-                 c.contained_in, None if c.embedding is None else np.asarray(c.embedding, np.float32).tobytes())
+                 c.contained_in, None if c.embedding is None else np.asarray(c.embedding, np.float32).tobytes(),
+                 c.tokens)
                 for c in chunks
             ],
         )

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ingest import token_vectors
 from ingest.chunking import Chunker
 from ingest.dedupe import NearDuplicates, containment_links, link_near_duplicates, numbers_agree, word_bags
 from ingest.embedding import Embedder
@@ -219,18 +220,26 @@ class Pipeline:
                 if c.contained_in is None:
                     todo.setdefault(c.embed_hash, []).append(c)
         cached = self.library.cached_embeddings(list(todo))
-        for h, blob in cached.items():
+        for h, (blob, tokens) in cached.items():
             for c in todo.pop(h, []):
                 c.embedding = np.frombuffer(blob, dtype=np.float32)
+                c.tokens = tokens
         self._reuse_near_duplicates(todo)
         hashes = sorted(todo, key=lambda h: len(todo[h][0].embed_text))  # similar lengths share a batch
         texts = [todo[h][0].embed_text for h in hashes]
         step = max(self.batch_size * 8, 1)
+        with_tokens = getattr(self.embedder, "encode_with_tokens", None)
         for i in range(0, len(texts), step):
-            vecs = self.embedder.encode(texts[i : i + step], batch_size=self.batch_size)
-            for h, v in zip(hashes[i : i + step], vecs, strict=True):
+            part = texts[i : i + step]
+            if with_tokens is not None:
+                vecs, token_vecs = with_tokens(part, batch_size=self.batch_size)
+                packed: list[bytes | None] = [token_vectors.pack(t) for t in token_vecs]
+            else:
+                vecs, packed = self.embedder.encode(part, batch_size=self.batch_size), [None] * len(part)
+            for h, v, t in zip(hashes[i : i + step], vecs, packed, strict=True):
                 for c in todo[h]:
                     c.embedding = v
+                    c.tokens = t
             if progress:
                 progress("embed", min(i + step, len(texts)), len(texts))
         return len(texts)
@@ -243,7 +252,7 @@ class Pipeline:
             return
         reps = sorted(todo, key=lambda h: -len(todo[h][0].text))  # longest first: it becomes the one encoded
         stored = self.library.embedded_texts()
-        bags = word_bags([todo[h][0].text for h in reps] + [t for t, _ in stored])
+        bags = word_bags([todo[h][0].text for h in reps] + [t for _, t, _ in stored])
         twins = NearDuplicates(len(bags))
         link_near_duplicates(bags, twins.link, keep=lambda a, b: numbers_agree(bags[a], bags[b]),
                              threshold=REUSE_JACCARD)
@@ -253,10 +262,11 @@ class Pipeline:
             if not new:
                 continue
             if head >= len(reps):  # a stored twin already has a vector
-                vec = np.frombuffer(stored[head - len(reps)][1], dtype=np.float32)
+                twin_id, _, blob = stored[head - len(reps)]
+                vec, tokens = np.frombuffer(blob, dtype=np.float32), self.library.chunk_tokens(twin_id)
                 for m in new:
                     for c in todo.pop(reps[m]):
-                        c.embedding = vec
+                        c.embedding, c.tokens = vec, tokens
             else:  # all new: encoded once, with the longest
                 for m in new:
                     todo[reps[head]].extend(todo.pop(reps[m]))

@@ -64,3 +64,60 @@ def test_refusal_and_grounded_answer(store, embedder):
 def test_sentences_join_wrapped_lines_and_skip_code():
     text = "The forget gate\nlooks at the previous state.\n```python\nx = f(y)\n```\n- Bullet one has words here"
     assert sentences_of(text) == ["The forget gate looks at the previous state.", "Bullet one has words here"]
+
+
+def test_token_vectors_pack_and_maxsim():
+    import numpy as np
+
+    from ingest.token_vectors import TokenIndex, pack, unpack
+
+    rng = np.random.default_rng(0)
+    passages = [rng.standard_normal((n, 384)).astype(np.float32) for n in (5, 1, 9)]
+    passages = [p / np.linalg.norm(p, axis=1, keepdims=True) for p in passages]
+    values, scales = unpack(pack(passages[0]), 384)
+    assert values.dtype == np.int8 and values.shape == (5, 384)
+    assert np.abs(values * scales[:, None].astype(np.float32) - passages[0]).max() < 0.01
+    index = TokenIndex.build([pack(p) for p in passages], 384)
+    assert index is not None and list(index.offsets) == [0, 5, 6, 15]
+    query = passages[2][:3]  # three of the last passage's own tokens: a perfect match there
+    got = index.maxsim(query, np.array([2, 0, 1]))
+    want = [(query @ passages[i].T).max(axis=1).mean() for i in (2, 0, 1)]
+    assert got is not None and np.allclose(got, want, atol=0.02) and got[0] == got.max()
+    assert TokenIndex.build([pack(passages[0]), None], 384) is None  # a library from before token vectors
+
+
+def test_late_interaction_reranks_and_is_stored(store, library, embedder):
+    snap = library.snapshot(force_check=True)
+    assert snap.tokens is not None and snap.tokens.offsets[-1] == len(snap.tokens.values) > 100
+    gdir = library.index_dir / f"g{snap.generation}"
+    assert (gdir / "tokens.npy").exists()
+    library._snapshot = None  # read back from the derived files, memory-mapped
+    reread = library.snapshot(force_check=True)
+    assert reread.tokens is not None and reread.tokens.values.shape == snap.tokens.values.shape
+    question = "which part of the LSTM decides what memory to erase?"
+    late = store.search(question, 5)
+    reread.tokens = None  # without token vectors the fused order stands, with other scores
+    plain = store.search(question, 5)
+    assert late[0].location == plain[0].location == {"slide": 3}
+    assert [h.score for h in late] != [h.score for h in plain]
+    assert all(a.score >= b.score for a, b in zip(late, late[1:], strict=False))
+
+
+def test_library_from_before_token_vectors_still_opens(tmp_path, embedder):
+    import sqlite3
+
+    from ingest.library import Library
+    from ingest.pipeline import Pipeline
+
+    data = tmp_path / "old"
+    lib = Library(data, dim=embedder.dim)
+    Pipeline(lib, embedder).ingest([SourceFile(name=p.name, path=p) for p in sorted(SAMPLES.iterdir())][:2])
+    with sqlite3.connect(data / "library.sqlite3") as conn:  # what an older version wrote: no tokens column
+        conn.execute("ALTER TABLE chunks DROP COLUMN tokens")
+    for g in (data / "index").iterdir():
+        (g / "groups.json").unlink()
+    reopened = Library(data, dim=embedder.dim)
+    snap = reopened.snapshot(force_check=True)
+    assert snap.passages and snap.tokens is None
+    hits = Retriever(reopened, embedder).search(snap, "recurrent hidden state", 3)
+    assert len(hits) == 3
