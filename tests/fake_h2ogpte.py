@@ -11,7 +11,8 @@ Documents are parsed with the project's own loaders (one chunk per page, slide o
 shared keywords; the "LLM" answers with the best chunk's sentence that shares most keywords with the question.
 
 Scripting: `mode` ("ok", "429-once", "500", "hang", "refuse") applies to answer_question and chunk search;
-`chat_mode` ("ok", "hang", "error", "refuse") to the websocket; files named in `fail_names` fail their ingest job.
+`chat_mode` ("ok", "hang", "error", "refuse", "paraphrase") to the websocket; files named in `fail_names`
+fail their ingest job.
 """
 
 from __future__ import annotations
@@ -317,6 +318,8 @@ class FakeH2OGPTe:
         hits = self._ranked(self.sessions.get(sid, ""), frame["body"])[: rag.get("rag_max_chunks", 5)]
         if self.chat_mode == "refuse" or not hits:
             answer, hits = "NOT_IN_SOURCES", []
+        elif self.chat_mode == "paraphrase":  # an answer sharing no content word with its references
+            answer = "Yes, that is how it works."
         else:
             terms = set(keyword_tokens(frame["body"]))
             sentences = re.split(r"(?<=[.!?])\s+", hits[0]["text"].replace("\n", " ").strip())

@@ -136,6 +136,24 @@ def test_chat_streams_deltas_and_maps_references(fake, store):
     fake.chat_mode = "refuse"
     _, refused = _ask(store, "When is the exam?")
     assert not refused.answer.grounded and refused.answer.text == NOT_COVERED and refused.answer.citations == []
+    fake.chat_mode = "paraphrase"  # no sentence matches a reference: h2oGPTe's first reference is cited
+    _, loose = _ask(store, "What do the gates of an LSTM decide?")
+    assert loose.answer.grounded and loose.answer.text.endswith("[1]") and loose.answer.citations[0].n == 1
+
+
+def test_reference_locations_and_sentence_citations():
+    from app.qa.h2ogpte_store import cite_sentences, location_of, source_of
+
+    assert location_of("03-lstm.pptx", "4") == {"slide": 4}
+    assert location_of("notes.pdf", "[3, 4]") == {"page": 3, "pages": [3, 4]}
+    assert location_of("notes.md", "") == {"section": "notes"}
+    sources = [source_of("d1", "a.pdf", 1, "The forget gate erases parts of the cell state.", "2", 0.9),
+               source_of("d2", "b.pdf", 7, "Attention weights sum to one over the encoder states.", "5", 0.8)]
+    assert sources[1].chunk_id == "d2#7" and sources[1].document.title == "b"
+    text = cite_sentences("Attention weights over encoder states sum to one. The forget gate erases cell state.",
+                          sources)
+    assert text == "Attention weights over encoder states sum to one [2]. The forget gate erases cell state [1]."
+    assert cite_sentences("Nothing shared here.", sources) == "Nothing shared here."
 
 
 def test_chat_failures_fall_back_to_chunk_search(fake, store):

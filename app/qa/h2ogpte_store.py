@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from app.qa.answer import NOT_COVERED, Answerer
-from app.qa.answer.prompting import NOT_FOUND, check_citations
+from app.qa.answer.prompting import NOT_FOUND, best_quote, check_citations
 from app.qa.errors import BackendUnavailable
 from app.qa.h2ogpte_conn import H2OGPTeConnection
-from app.qa.types import Answer, AskResult, DocumentRef, Source
+from app.qa.types import Answer, AskResult, Citation, DocumentRef, Source
 from ingest.errors import IngestError
 from ingest.loaders import load_document
 from ingest.pipeline import FileResult, Report, SourceFile, read_source
@@ -233,11 +233,15 @@ class H2OGPTeStore:
                                           timeout=self.ingest_timeout)
         if job.failed or job.errors or job.canceled:
             raise IngestError("h2oGPTe failed to ingest the file: " + ("; ".join(job.errors) or "no reason given"))
-        docs = await client.list_documents_in_collection(cid, offset=0, limit=1000)
-        mine = [d for d in docs if (d.metadata_dict or {}).get("sha256") == digest]
-        if not mine:
-            raise IngestError("h2oGPTe reported the ingest done, but the document is not in the collection")
-        return str(mine[0].id)
+        offset = 0
+        while True:  # find the new document by the hash sent as its metadata
+            docs = await client.list_documents_in_collection(cid, offset=offset, limit=200)
+            mine = [d for d in docs if (d.metadata_dict or {}).get("sha256") == digest]
+            if mine:
+                return str(mine[0].id)
+            if len(docs) < 200:
+                raise IngestError("h2oGPTe reported the ingest done, but the document is not in the collection")
+            offset += len(docs)
 
     # -- search and ask --
     def unknown_terms(self, text: str) -> list[str]:
@@ -276,10 +280,14 @@ class H2OGPTeStore:
         t1 = time.perf_counter()
         sources = [source_of(r.document_id, r.document_name, r.chunk_id, r.content or "", r.pages, r.score)
                    for r in refs][: max(top_k, 1)]
-        text, citations, grounded = check_citations(cite_sentences(content, sources), sources)
         if NOT_FOUND in content or not content.strip() or not sources:
-            text, citations, grounded = NOT_COVERED, [], False
-        answer = Answer(text, grounded=grounded, citations=citations, answered_by=f"h2ogpte-rag:{self.llm}")
+            answer = Answer(NOT_COVERED, grounded=False, citations=[], answered_by=f"h2ogpte-rag:{self.llm}")
+        else:
+            text, citations, _ = check_citations(cite_sentences(content, sources), sources)
+            if not citations:  # a paraphrase no sentence matched: h2oGPTe's first reference stands behind it
+                text = f"{text} [1]"
+                citations = [Citation(1, sources[0], best_quote(content, sources[0]))]
+            answer = Answer(text, grounded=True, citations=citations, answered_by=f"h2ogpte-rag:{self.llm}")
         total = round((t1 - t0) * 1000, 1)
         yield AskResult(answer, sources, {"retrieve": 0.0, "answer": total, "total": total})
 

@@ -36,7 +36,7 @@ def build_messages(question: str, sources: list[Source], budget_chars: int) -> l
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
 
 
-def _best_quote(sentence: str, source: Source) -> str:
+def best_quote(sentence: str, source: Source) -> str:
     """The source sentence sharing the most words with the answer sentence that cites it."""
     target = set(words(sentence))
     candidates = [c.strip() for c in _SENTENCE.split(source.text.replace("\n", " ")) if c.strip()]
@@ -61,6 +61,6 @@ def check_citations(text: str, sources: list[Source]) -> tuple[str, list[Citatio
         for m in _MARKER.finditer(sentence):
             n = int(m.group(1))
             if n not in citations:
-                citations[n] = Citation(n=n, source=sources[n - 1], quote=_best_quote(sentence, sources[n - 1]))
+                citations[n] = Citation(n=n, source=sources[n - 1], quote=best_quote(sentence, sources[n - 1]))
     ordered = sorted(citations.values(), key=lambda c: c.n)
     return clean, ordered, bool(ordered)
