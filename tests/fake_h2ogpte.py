@@ -61,6 +61,7 @@ class FakeH2OGPTe:
         self.mode = "ok"
         self.chat_mode = "ok"
         self.fail_names: set[str] = set()
+        self.cumulative_partials = False
         self.calls: list[dict[str, Any]] = []
         self.frames: list[dict[str, Any]] = []  # every "cq" frame received
         self.collections: dict[str, dict[str, Any]] = {}
@@ -325,8 +326,9 @@ class FakeH2OGPTe:
             sentences = re.split(r"(?<=[.!?])\s+", hits[0]["text"].replace("\n", " ").strip())
             answer = max(sentences, key=lambda x: len(terms & set(keyword_tokens(x))))
         pieces = re.findall(r"\S+\s*", answer)
-        for i in range(0, len(pieces), 3):  # deltas of three words
-            await ws.send_text(json.dumps({**base, "t": "cp", "body": "".join(pieces[i : i + 3])}))
+        for i in range(0, len(pieces), 3):  # deltas of three words (or, cumulative_partials, the text so far)
+            body = "".join(pieces[: i + 3] if self.cumulative_partials else pieces[i : i + 3])
+            await ws.send_text(json.dumps({**base, "t": "cp", "body": body}))
         self.references[answer_id] = [
             {"collection_id": self.sessions.get(sid), "document_id": h["topic"], "document_name": h["name"],
              "chunk_id": h["id"], "pages": h["pages"], "score": h["score"], "content": h["text"],

@@ -133,6 +133,13 @@ def test_chat_streams_deltas_and_maps_references(fake, store):
     assert json.loads(frame["rag_config"])["rag_max_chunks"] == 5 and frame["include_chat_history"] == "off"
     assert "NOT_IN_SOURCES" in frame["system_prompt"] and frame["llm"] == "fake-llm"
 
+    fake.cumulative_partials = True  # a server whose partials carry the text so far streams the same deltas
+    try:
+        again, _ = _ask(store, "What do the gates of an LSTM decide?")
+    finally:
+        fake.cumulative_partials = False
+    assert "".join(again) == "".join(deltas)
+
     fake.chat_mode = "refuse"
     _, refused = _ask(store, "When is the exam?")
     assert not refused.answer.grounded and refused.answer.text == NOT_COVERED and refused.answer.citations == []
@@ -142,7 +149,13 @@ def test_chat_streams_deltas_and_maps_references(fake, store):
 
 
 def test_reference_locations_and_sentence_citations():
-    from app.qa.h2ogpte_store import cite_sentences, location_of, source_of
+    from app.qa.h2ogpte_store import DeltaTracker, cite_sentences, location_of, source_of
+
+    deltas = DeltaTracker()
+    assert [deltas.add(b) for b in ("The", " gate", "The", " end.")] == ["The", " gate", "The", " end."]
+    cumulative = DeltaTracker()
+    assert [cumulative.add(b) for b in ("The", "The gate", "The gate erases", "The gate erases memory.")] == [
+        "The", " gate", " erases", " memory."]
 
     assert location_of("03-lstm.pptx", "4") == {"slide": 4}
     assert location_of("notes.pdf", "[3, 4]") == {"page": 3, "pages": [3, 4]}

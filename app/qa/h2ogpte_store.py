@@ -40,6 +40,7 @@ SYSTEM = ("You answer students' questions about their course lectures, using onl
           f"not contain the answer, reply with exactly {NOT_FOUND} and nothing else. Be concise.")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 MIN_SHARED_WORDS = 3
+STATS_SECONDS = 30.0
 
 
 def location_of(document_name: str, pages: str) -> dict[str, Any]:
@@ -75,6 +76,28 @@ def cite_sentences(content: str, sources: list[Source]) -> str:
     return " ".join(out)
 
 
+class DeltaTracker:
+    """The new text of each streamed partial message. The client doc says "cp" frames carry deltas; a server that
+    sends the whole text so far instead shows it on the second frame (which then starts with all of the first and
+    goes on), and is read that way from then on."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.frames = 0
+        self.cumulative = False
+
+    def add(self, body: str) -> str:
+        self.frames += 1
+        if self.frames == 2:
+            self.cumulative = len(body) > len(self.text) and body.startswith(self.text)
+        if self.cumulative:
+            new = body[len(self.text) :] if body.startswith(self.text) else body
+            self.text = body
+            return new
+        self.text += body
+        return body
+
+
 class H2OGPTeStore:
     name = "h2ogpte"
 
@@ -90,6 +113,7 @@ class H2OGPTeStore:
         self.ingest_timeout = ingest_timeout
         self._collection_id: str | None = None
         self._sessions: list[str] = []  # idle chat sessions: one query at a time on each
+        self._stats: tuple[float, int] | None = None
 
     # -- connection and collection --
     def _call(self, factory: Callable[[], Any], timeout: float | None = None) -> Any:
@@ -161,8 +185,12 @@ class H2OGPTeStore:
         return True
 
     def stats(self) -> dict[str, Any]:
+        """For /readyz: the collection is known; documents are counted at most every STATS_SECONDS."""
+        now = time.monotonic()
+        if self._stats is None or now - self._stats[0] > STATS_SECONDS:
+            self._stats = (now, len(self._documents()))
         return {"backend": "h2ogpte", "collection": self.collection, "collection_id": self.collection_id(),
-                "documents": len(self._documents())}
+                "documents": self._stats[1]}
 
     # -- ingest --
     def ingest(self, files: list[SourceFile]) -> Report:
@@ -310,9 +338,13 @@ class H2OGPTeStore:
         client = self.conn.client
         sid = self._sessions.pop() if self._sessions else await client.create_chat_session(cid)
 
+        deltas = DeltaTracker()
+
         def callback(m: Any) -> None:  # "cp" frames carry the new text; the final "ca" the whole answer
             if isinstance(m, PartialChatMessage) and m.content:
-                on_delta(m.content)
+                new = deltas.add(m.content)
+                if new:
+                    on_delta(new)
 
         async with client.connect(sid, max_connect_retries=2, open_timeout=10) as session:
             reply = await session.query(message, system_prompt=SYSTEM, llm=self.llm, llm_args={"temperature": 0},
