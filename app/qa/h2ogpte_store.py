@@ -217,7 +217,10 @@ class H2OGPTeStore:
                                                reason=f"the file could not be parsed ({type(exc).__name__}: {exc})"))
         if todo:
             cid = self.collection_id()
-            results = self.conn.submit(self._ingest_all(cid, todo), timeout=self.ingest_timeout + 30)
+            try:  # each file's failure is caught per file; this only guards the batch as a whole
+                results = self.conn.submit(self._ingest_all(cid, todo), timeout=self.ingest_timeout + 30)
+            except Exception as exc:
+                raise BackendUnavailable(f"h2oGPTe ingest failed ({type(exc).__name__}: {exc})") from exc
             for (f, _, _, units), outcome in zip(todo, results, strict=True):
                 if isinstance(outcome, BaseException):
                     report.files.append(FileResult(f.name, "skipped", reason=self._why(outcome)))
