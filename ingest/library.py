@@ -213,10 +213,15 @@ class Library:
         with contextlib.closing(self._connect()) as conn:
             return conn.execute("SELECT id, text, embedding FROM chunks WHERE embedding IS NOT NULL").fetchall()
 
-    def chunk_tokens(self, chunk_id: str) -> bytes | None:
+    def chunk_tokens(self, chunk_ids: list[str]) -> dict[str, bytes | None]:
+        """The stored word-piece vectors of these chunks, in one read."""
+        out: dict[str, bytes | None] = {}
         with contextlib.closing(self._connect()) as conn:
-            row = conn.execute("SELECT tokens FROM chunks WHERE id=?", (chunk_id,)).fetchone()
-        return row[0] if row else None
+            for i in range(0, len(chunk_ids), 500):
+                part = chunk_ids[i : i + 500]
+                q = f"SELECT id, tokens FROM chunks WHERE id IN ({','.join('?' * len(part))})"
+                out.update(dict(conn.execute(q, part).fetchall()))
+        return out
 
     def snapshot(self, *, force_check: bool = False) -> Snapshot:
         """The current generation; re-checks SQLite at most every `refresh_seconds` (or when forced)."""

@@ -96,6 +96,12 @@ def collect_paths(paths: Iterable[str | Path]) -> tuple[list[SourceFile], list[F
     return found, skipped
 
 
+def skipped(name: str, exc: Exception) -> FileResult:
+    """A file that could not be ingested: an IngestError says why in plain words; anything else is a parser bug."""
+    reason = str(exc) if isinstance(exc, IngestError) else f"the file could not be parsed ({type(exc).__name__}: {exc})"
+    return FileResult(name, "skipped", reason=reason)
+
+
 def read_source(f: SourceFile, max_bytes: int) -> bytes:
     """The file's bytes, after checking its type by name and its size (IngestError says what is wrong)."""
     kind_for_name(f.name)
@@ -171,11 +177,8 @@ class Pipeline:
                 else:
                     staged.append(self._stage(f, data, doc_id))
                     seen_ids.add(doc_id)
-            except IngestError as exc:
-                report.files.append(FileResult(f.name, "skipped", reason=str(exc)))
-            except Exception as exc:  # a parser bug on a hostile file must not sink the batch
-                report.files.append(FileResult(f.name, "skipped",
-                                               reason=f"the file could not be parsed ({type(exc).__name__}: {exc})"))
+            except Exception as exc:  # a parser bug on a hostile file must not sink the batch either
+                report.files.append(skipped(f.name, exc))
             if progress:
                 progress("parse", i + 1, len(files))
         if staged:
@@ -257,13 +260,13 @@ class Pipeline:
         link_near_duplicates(bags, twins.link, keep=lambda a, b: numbers_agree(bags[a], bags[b]),
                              threshold=REUSE_JACCARD)
         old_first = list(range(len(reps), len(bags))) + list(range(len(reps)))  # a stored vector, else the longest
-        for members in twins.groups(old_first):
+        groups = [g for g in twins.groups(old_first) if any(m < len(reps) for m in g[1:])]
+        tokens_of = self.library.chunk_tokens([stored[g[0] - len(reps)][0] for g in groups if g[0] >= len(reps)])
+        for members in groups:
             head, new = members[0], [m for m in members[1:] if m < len(reps)]
-            if not new:
-                continue
             if head >= len(reps):  # a stored twin already has a vector
                 twin_id, _, blob = stored[head - len(reps)]
-                vec, tokens = np.frombuffer(blob, dtype=np.float32), self.library.chunk_tokens(twin_id)
+                vec, tokens = np.frombuffer(blob, dtype=np.float32), tokens_of.get(twin_id)
                 for m in new:
                     for c in todo.pop(reps[m]):
                         c.embedding, c.tokens = vec, tokens

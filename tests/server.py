@@ -52,6 +52,9 @@ class Server:
         files = [("files", (p.name, p.read_bytes())) for p in paths]
         return httpx.post(f"{self.url}/api/v1/documents", files=files, headers=headers or {}, timeout=120)
 
+    def ask(self, question: str, **body: object) -> dict:
+        return httpx.post(f"{self.url}/api/v1/ask", json={"question": question, **body}, timeout=60).json()
+
     def stop(self) -> None:
         self.proc.terminate()
         try:

@@ -91,8 +91,7 @@ def test_service_over_http_with_h2ogpte(fake, tmp_path):
     try:
         srv.wait_ready()
         srv.upload(SAMPLES / "03-lstm-and-gru.pptx")
-        body = httpx.post(f"{srv.url}/api/v1/ask", json={"question": "What does the forget gate do?"},
-                          timeout=60).json()
+        body = srv.ask("What does the forget gate do?")
         assert body["answered_by"] == "h2ogpte:fake-llm" and body["grounded"] and body["citations"][0]["n"] == 1
         with httpx.stream("POST", f"{srv.url}/api/v1/ask", json={"question": "What does the forget gate do?",
                                                                   "stream": True}, timeout=60) as r:

@@ -215,8 +215,7 @@ def test_service_over_http_and_cli_with_h2ogpte_store(fake, tmp_path):
             "backend": "h2ogpte", "models": ["fake-llm", "other-llm"]}
         search = httpx.post(f"{srv.url}/api/v1/search", json={"query": "forget gate", "top_k": 2}, timeout=30)
         assert search.status_code == 200 and search.json()["results"][0]["document"]["name"].endswith(".pptx")
-        ask = httpx.post(f"{srv.url}/api/v1/ask", json={"question": "What do the gates of an LSTM decide?"},
-                         timeout=60).json()
+        ask = srv.ask("What do the gates of an LSTM decide?")
         assert ask["answered_by"] == "h2ogpte-rag:fake-llm" and ask["grounded"] and ask["citations"]
         with httpx.stream("POST", f"{srv.url}/api/v1/ask", timeout=60,
                           json={"question": "What do the gates of an LSTM decide?", "stream": True}) as r:

@@ -70,8 +70,7 @@ def test_service_with_llm_down_still_answers(tmp_path):
     try:
         srv.wait_ready()
         srv.upload(SAMPLES / "03-lstm-and-gru.pptx")
-        body = httpx.post(f"{srv.url}/api/v1/ask", json={"question": "What does the forget gate do?"},
-                          timeout=60).json()
+        body = srv.ask("What does the forget gate do?")
         assert body["answered_by"] == "extractive" and body["grounded"] is True
         assert "LLM was unavailable" in body["llm_error"]
         models = httpx.get(f"{srv.url}/api/v1/models", timeout=30)

@@ -31,7 +31,7 @@ from app.qa.h2ogpte_conn import H2OGPTeConnection
 from app.qa.types import Answer, AskResult, Citation, DocumentRef, Source
 from ingest.errors import IngestError
 from ingest.loaders import load_document
-from ingest.pipeline import FileResult, Report, SourceFile, read_source
+from ingest.pipeline import FileResult, Report, SourceFile, read_source, skipped
 from ingest.textnorm import keyword_tokens
 
 log = logging.getLogger("lecture_qa")
@@ -210,11 +210,8 @@ class H2OGPTeStore:
                 if not any(u.text.strip() for u in parsed.units):
                     raise IngestError("the document has no text to index")
                 todo.append((f, data, digest, len(parsed.units)))
-            except IngestError as exc:
-                report.files.append(FileResult(f.name, "skipped", reason=str(exc)))
-            except Exception as exc:  # a parser bug on a hostile file must not sink the batch
-                report.files.append(FileResult(f.name, "skipped",
-                                               reason=f"the file could not be parsed ({type(exc).__name__}: {exc})"))
+            except Exception as exc:  # a parser bug on a hostile file must not sink the batch either
+                report.files.append(skipped(f.name, exc))
         if todo:
             cid = self.collection_id()
             try:  # each file's failure is caught per file; this only guards the batch as a whole
