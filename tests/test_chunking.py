@@ -50,3 +50,24 @@ def test_title_only_slides_do_not_become_chunks(embedder):
     chunks = Chunker(embedder.count_tokens, embedder.max_tokens).chunk_document(doc)
     assert [c.location for c in chunks] == [{"slide": 2}]
     assert chunks[0].embed_text.startswith("Deck > LSTM gates\n")
+
+
+def test_chunks_are_sized_by_what_the_model_reads_and_capped_in_characters(embedder):
+    listing = "\n".join(f"    hidden_{i} = torch.tanh(W_xh @ x_{i} + W_hh @ hidden_{i - 1} + b_h)" for i in range(1, 9))
+    code = f"```python\n{listing}\n```"
+    prose = "The loop below unrolls the recurrence by hand, one time step per line."
+    unit_text = f"{prose}\n\n{code}\n\nEach step reuses the same weights."
+    raw_tokens = embedder.count_tokens([unit_text])[0]
+    chunker = Chunker(embedder.count_tokens, embedder.max_tokens)
+    # the listing alone is more than the window's worth of raw tokens, but the model only reads its head
+    doc = ParsedDocument("RNN code", "markdown", [Unit(unit_text, {"section": "Unrolling"})])
+    cheap = Chunker(embedder.count_tokens, max_tokens=raw_tokens // 2 + 40, max_chars=10_000)
+    assert raw_tokens > raw_tokens // 2 + 40
+    assert [c.text for c in cheap.chunk_document(doc)] == [unit_text]  # one chunk, the listing kept whole
+
+    sentences = [f"Step {i} multiplies the hidden state by the recurrent matrix once more." for i in range(60)]
+    long_doc = ParsedDocument("Notes", "text", [Unit("\n\n".join(sentences), {"section": "Gradients"})])
+    chunks = chunker.chunk_document(long_doc)
+    assert len(chunks) > 3
+    assert max(len(c.text) for c in chunks) <= 1000
+    assert all(s in "\n".join(c.text for c in chunks) for s in sentences)
