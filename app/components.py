@@ -39,7 +39,8 @@ def build_local_store(settings: Settings, embedder: Embedder) -> LocalStore:
 def build_answerer(settings: Settings, embedder: Embedder, conn: H2OGPTeConnection | None = None) -> Answerer:
     from app.qa.answer.extractive import ExtractiveAnswerer
 
-    extractive = ExtractiveAnswerer(embedder, min_evidence=settings.min_evidence)
+    extractive = ExtractiveAnswerer(embedder, min_evidence=settings.min_evidence,
+                                    cache_sentences=settings.sentence_cache)
     if settings.llm == "openai":
         from app.qa.answer.openai_compat import OpenAICompatAnswerer
 

@@ -49,6 +49,7 @@ class Settings(BaseSettings):
 
     top_k: int = Field(5, ge=1, le=50, description="Default number of sources for /ask.")
     min_evidence: float = Field(0.435, description="Extractive answers refuse below this evidence score.")
+    sentence_cache: int = Field(20_000, ge=0, description="Sentence vectors kept in memory per worker (0 = off).")
 
     api_keys: str = Field("", description="Comma-separated bearer keys; empty = no auth.")
     admin_keys: str = Field("", description="Keys allowed to upload/delete (default: every API key).")

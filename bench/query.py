@@ -1,10 +1,13 @@
 """Latency and throughput of search and ask over HTTP against a real server on the shared corpus.
 
-    python bench/query.py [--data-dir DIR] [--requests 200] [--workers 1]
+    python bench/query.py [--data-dir DIR] [--requests 200] [--workers 1] [--sentence-cache N]
 
 Ingests ../shared/corpus into DIR when it is empty, starts `lecture-qa serve` on a free port, then runs
 1, 8 and 32 concurrent clients (asyncio, keep-alive HTTP/1.1) for /api/v1/search and /api/v1/ask, and prints
 p50/p95/p99 latency, requests per second and errors, next to the in-process time to embed one query.
+`ask_new` asks every question of ../shared/eval/dev.jsonl once, one client, before anything else is asked:
+questions the server has never seen (sentence vectors are cached, so the 12 repeated /ask questions get
+faster after their first round).
 """
 
 from __future__ import annotations
@@ -74,7 +77,8 @@ class Connection:
             self.writer.close()
 
 
-async def load(url: str, path: str, concurrency: int, total: int) -> dict[str, float]:
+async def load(url: str, path: str, concurrency: int, total: int,
+               queries: list[str] = QUERIES) -> dict[str, float]:
     host, port = url.split("//")[1].split(":")
     latencies: list[float] = []
     errors = 0
@@ -90,7 +94,7 @@ async def load(url: str, path: str, concurrency: int, total: int) -> dict[str, f
             for i in counter:
                 t0 = time.perf_counter()
                 try:
-                    ok = await conn.post(path, body(QUERIES[i % len(QUERIES)])) == 200
+                    ok = await conn.post(path, body(queries[i % len(queries)])) == 200
                 except (OSError, asyncio.IncompleteReadError):
                     ok = False
                     conn.close()
@@ -133,9 +137,16 @@ def main() -> int:
     parser.add_argument("--ask-requests", type=int, default=60)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--backend", default="onnx-int8")
+    parser.add_argument("--sentence-cache", type=int, default=None, help="LECTURE_QA_SENTENCE_CACHE for the server")
+    parser.add_argument("--questions", default=str(ROOT.parent / "shared" / "eval" / "dev.jsonl"))
     args = parser.parse_args()
     data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="lecture-qa-bench-")) / "data"
     env = {**os.environ, "LECTURE_QA_DATA_DIR": str(data_dir), "LECTURE_QA_EMBEDDING_BACKEND": args.backend}
+    if args.sentence_cache is not None:
+        env["LECTURE_QA_SENTENCE_CACHE"] = str(args.sentence_cache)
+    qa = Path(args.questions)
+    new_questions = [json.loads(line)["question"] for line in qa.read_text().splitlines() if line.strip()] \
+        if qa.is_file() else []
     if not (data_dir / "library.sqlite3").exists():
         subprocess.run([sys.executable, "-m", "app.cli", "ingest", args.corpus, "--quiet"], cwd=ROOT, env=env,
                        check=True, stdout=subprocess.DEVNULL)
@@ -154,10 +165,12 @@ def main() -> int:
                 pass
             time.sleep(0.2)
         results = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "server_workers": args.workers,
-                   "backend": args.backend, "embed_one_query_ms_in_process": embed_time_ms(args.backend),
-                   "search": [], "ask": []}
+                   "backend": args.backend, "sentence_cache": env.get("LECTURE_QA_SENTENCE_CACHE", "default"),
+                   "embed_one_query_ms_in_process": embed_time_ms(args.backend), "search": [], "ask": []}
         for c in (1, 8, 32):
             results["search"].append(asyncio.run(load(url, "/api/v1/search", c, args.requests)))
+        if new_questions:
+            results["ask_new"] = asyncio.run(load(url, "/api/v1/ask", 1, len(new_questions), new_questions))
         for c in (1, 8, 32):
             results["ask"].append(asyncio.run(load(url, "/api/v1/ask", c, args.ask_requests)))
         results["search_p50_over_embed"] = round(results["search"][0]["p50_ms"]

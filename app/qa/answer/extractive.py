@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from app.qa.answer import NOT_COVERED
+from app.qa.answer.vector_cache import VectorCache
 from app.qa.types import Answer, Citation, Source
 from ingest.embedding import Embedder
 from ingest.textnorm import keyword_tokens, words
@@ -61,8 +62,9 @@ class ExtractiveAnswerer:
     not_covered = NOT_COVERED
 
     def __init__(self, embedder: Embedder, *, min_evidence: float = 0.435, max_sentences: int = 4,
-                 max_words: int = 110, sources_used: int = 3) -> None:
+                 max_words: int = 110, sources_used: int = 3, cache_sentences: int = 20_000) -> None:
         self.embedder = embedder
+        self.vectors = VectorCache(embedder, cache_sentences)
         self.min_evidence = min_evidence
         self.max_sentences = max_sentences
         self.max_words = max_words
@@ -82,8 +84,8 @@ class ExtractiveAnswerer:
                 cands.append((si, pos, sent))
         if not cands:
             return Answer(NOT_COVERED, grounded=False, citations=[])
-        qv = self.embedder.encode([question], batch_size=1)[0]
-        svecs = self.embedder.encode([c[2] for c in cands], batch_size=16)
+        qv = self.vectors.encode([question], batch_size=1)[0]
+        svecs = self.vectors.encode([c[2] for c in cands], batch_size=16)
         cos = svecs @ qv
         evidence = (float(cos.max()) + max(s.dense for s in sources[: self.sources_used])) / 2
         if evidence < self.min_evidence and not self._covered(question, sources[: self.sources_used]):
