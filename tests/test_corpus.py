@@ -13,7 +13,7 @@ from tests.conftest import CORPUS, DEV_QA, ROOT, needs_shared
 pytestmark = [needs_shared, pytest.mark.slow]
 
 # Floors a little under what `lecture-qa eval` measured (docs/retrieval.md); a regression trips them.
-FLOORS = {"recall@5": 0.80, "mrr@10": 0.62}
+FLOORS = {"recall@5": 0.80, "mrr@10": 0.60, "answer_has_evidence": 0.45, "answer_recall": 0.40}
 MIN_ANSWERED = 52  # of 55 answerable
 MIN_REFUSED = 5  # of 6 unanswerable
 

@@ -121,3 +121,15 @@ def test_library_from_before_token_vectors_still_opens(tmp_path, embedder):
     assert snap.passages and snap.tokens is None
     hits = Retriever(reopened, embedder).search(snap, "recurrent hidden state", 3)
     assert len(hits) == 3
+
+
+def test_answer_scores_follow_the_hit_rule_and_ignore_citation_markers():
+    from app.qa.evaluate import answer_scores
+
+    item = {"answer": "The forget gate erases parts of the cell state.",
+            "evidence": [{"doc": "d", "quote": "decides what to erase from the cell-state"}]}
+    has, recall = answer_scores(item, "It decides what to erase [1] from the cell state [2].")
+    assert has and recall is not None and 0 < recall < 1  # "forget", "gate" missing; "erase", "cell", "state" in
+    has, recall = answer_scores(item, "The forget gate erases parts of the cell state. [1]")
+    assert not has and recall == 1.0
+    assert answer_scores(item, "") == (False, 0.0)

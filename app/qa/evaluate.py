@@ -4,17 +4,24 @@ Hit rule (comparable across systems): a result hits an evidence quote when the q
 lower-cased, with every non-alphanumeric character removed, is a substring of the result's text normalised the
 same way. A question is a hit at k when one of its quotes is hit within the first k results; a multi-hop
 question needs, within k, one hit for each of its evidence documents.
+
+Answers of answerable questions are scored too, when the file has them: `answer_has_evidence` is the share of
+answers that contain one of the question's evidence quotes (same normalisation), `answer_recall` the mean share
+of the reference answer's content words (stemmed, stopwords out) that the answer contains, citation markers
+removed.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from app.qa.service import QAService
+from ingest.textnorm import keyword_tokens
 
 KS = (1, 3, 5, 10)
 
@@ -38,6 +45,16 @@ def first_full_hit(item: dict[str, Any], texts: list[str]) -> int | None:
         if len(found) == len(need):
             return max(found.values())
     return None
+
+
+def answer_scores(item: dict[str, Any], answer: str) -> tuple[bool, float | None]:
+    """(the answer contains an evidence quote, share of the reference answer's content words it contains)."""
+    text = re.sub(r"\[\d+\]", " ", answer)
+    norm = normalise(text)
+    has_evidence = any(q and q in norm for q in (normalise(ev["quote"]) for ev in item.get("evidence", [])))
+    reference = set(keyword_tokens(item.get("answer", "")))
+    recall = len(reference & set(keyword_tokens(text))) / len(reference) if reference else None
+    return has_evidence, recall
 
 
 def evaluate(service: QAService, qa_path: Path, *, progress: Callable[[int, int], None] | None = None,
@@ -66,12 +83,18 @@ def evaluate(service: QAService, qa_path: Path, *, progress: Callable[[int, int]
         "missed@5": misses,
     }
     if with_answers:
-        answered = refused = 0
+        answered = refused = with_evidence = 0
+        recalls: list[float] = []
         unanswerable = [i for i in items if not i.get("answerable", True)]
         wrong: list[str] = []
         for item in answerable:
-            ok = service.ask(item["question"]).answer.grounded
+            answer = service.ask(item["question"]).answer
+            ok = answer.grounded
             answered += ok
+            has_evidence, recall = answer_scores(item, answer.text if ok else "")
+            with_evidence += has_evidence
+            if recall is not None:
+                recalls.append(recall)
             if not ok:
                 wrong.append(item.get("id", ""))
         for item in unanswerable:
@@ -84,5 +107,7 @@ def evaluate(service: QAService, qa_path: Path, *, progress: Callable[[int, int]
             "refused_unanswerable": f"{refused}/{len(unanswerable)}",
             "refusal_accuracy": round((answered + refused) / max(len(answerable) + len(unanswerable), 1), 4),
             "refusal_errors": wrong,
+            "answer_has_evidence": round(with_evidence / max(len(answerable), 1), 4),
+            "answer_recall": round(sum(recalls) / len(recalls), 4) if recalls else None,
         })
     return out
