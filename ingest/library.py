@@ -34,7 +34,7 @@ import numpy as np
 
 from ingest.dedupe import group_duplicates
 from ingest.errors import LibraryLocked
-from ingest.textnorm import keyword_tokens
+from ingest.textnorm import KEYWORDS_VERSION, keyword_tokens
 from ingest.token_vectors import TokenIndex
 
 SCHEMA = """
@@ -254,8 +254,8 @@ class Library:
         gdir = self.index_dir / f"g{gen}"
         try:
             manifest = json.loads((gdir / "groups.json").read_text())
-            if manifest["generation"] != gen:
-                return None
+            if manifest["generation"] != gen or manifest.get("keywords", 1) != KEYWORDS_VERSION:
+                return None  # another generation's files, or BM25 terms of an older keyword_tokens
             import faiss
 
             index = faiss.read_index(str(gdir / "dense.faiss"))
@@ -341,7 +341,8 @@ class Library:
             np.save(tmp / "token_scales.npy", snap.tokens.scales)
             np.save(tmp / "token_offsets.npy", snap.tokens.offsets)
         (tmp / "groups.json").write_text(json.dumps({"generation": snap.generation, "groups": group_ids,
-                                                     "tokens": snap.tokens is not None}))
+                                                     "tokens": snap.tokens is not None,
+                                                     "keywords": KEYWORDS_VERSION}))
         for p in tmp.rglob("*"):
             if p.is_file():
                 with open(p, "rb") as fh:

@@ -22,9 +22,15 @@ def words(text: str) -> list[str]:
     return _WORD.findall(unicodedata.normalize("NFKC", text).lower())
 
 
+KEYWORDS_VERSION = 2
+"""Bumped whenever keyword_tokens changes: a library's BM25 files built with older terms are rebuilt on load.
+2: "vanishes" -> "vanish" (was "vanishe", which matched neither "vanish" nor "vanishing")."""
+
+
 def stem(word: str) -> str:
     """A deliberately small suffix stripper: enough to match 'gates'/'gate', 'gradients'/'gradient'."""
-    for suffix, repl in (("ies", "y"), ("sses", "ss"), ("ing", ""), ("ed", ""), ("es", "e"), ("s", "")):
+    for suffix, repl in (("ies", "y"), ("sses", "ss"), ("ing", ""), ("ed", ""), ("shes", "sh"), ("ches", "ch"),
+                         ("xes", "x"), ("es", "e"), ("s", "")):
         if word.endswith(suffix) and len(word) - len(suffix) >= 3 and not word.endswith("ss"):
             return word[: len(word) - len(suffix)] + repl
     return word

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -154,6 +155,25 @@ def test_damaged_derived_files_are_rebuilt_from_sqlite(tmp_path, pipeline, libra
     fresh = Library(library.data_dir, dim=embedder.dim)
     snap = fresh.snapshot()
     assert snap.generation == gen and len(snap.passages) == 2
+
+
+
+def test_bm25_files_of_an_older_keyword_scheme_are_rebuilt(tmp_path, pipeline, library, embedder):
+    from ingest.textnorm import keyword_tokens
+
+    pipeline.ingest(_files(tmp_path, rnn__md=LECTURE))
+    gen = library.generation()
+    manifest_path = library.index_dir / f"g{gen}" / "groups.json"
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["keywords"] >= 2
+    with contextlib.closing(library._connect()) as conn:
+        assert library._read_derived(conn, gen) is not None
+        del manifest["keywords"]  # as written before the scheme had a version
+        manifest_path.write_text(json.dumps(manifest))
+        assert library._read_derived(conn, gen) is None
+    snap = Library(library.data_dir, dim=embedder.dim).snapshot()  # rebuilt in memory from SQLite
+    assert snap.generation == gen and snap.bm25 is not None
+    assert keyword_tokens("vanishes vanishing vanish matches gates") == ["vanish"] * 3 + ["match", "gate"]
 
 
 CRASHER = textwrap.dedent(

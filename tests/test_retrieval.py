@@ -133,3 +133,20 @@ def test_answer_scores_follow_the_hit_rule_and_ignore_citation_markers():
     has, recall = answer_scores(item, "The forget gate erases parts of the cell state. [1]")
     assert not has and recall == 1.0
     assert answer_scores(item, "") == (False, 0.0)
+
+
+def test_headings_are_evidence_but_never_answer_sentences(embedder):
+    from app.qa.types import DocumentRef, Source
+
+    doc = DocumentRef("d1", "02-bptt.html", "Lecture 2")
+    text = ("Vanishing and exploding gradients\n"
+            "The gradient from step t back to step k is a product of t - k Jacobians of the recurrence. "
+            "When the largest singular value of the recurrent matrix is below one, the product shrinks "
+            "exponentially and the gradient vanishes.")
+    src = Source("c1", text, 1.0, doc, {"section": "Lecture 2 > Vanishing and exploding gradients"}, dense=0.6)
+    answer = ExtractiveAnswerer(embedder).answer("Why do gradients vanish?", [src])
+    assert answer.grounded and "gradient vanishes" in answer.text
+    assert "Vanishing and exploding gradients" not in answer.text
+    only_heading = Source("c2", "Vanishing and exploding gradients\nSee above", 1.0, doc,
+                          {"section": "Lecture 2 > Vanishing and exploding gradients"}, dense=0.6)
+    assert not ExtractiveAnswerer(embedder).answer("Why do gradients vanish?", [only_heading]).grounded

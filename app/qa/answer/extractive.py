@@ -57,18 +57,34 @@ def sentences_of(text: str) -> list[str]:
     return out
 
 
+HEADING = -1.0  # the score of a heading: below any sentence's
+
+
+def is_heading(sentence: str, source: Source) -> bool:
+    """The passage's own heading (its first line, or the last part of its section path): evidence that the
+    passage is on topic, never a sentence of the answer."""
+    s = sentence.strip()
+    if s.endswith((".", "!", "?", ":")) or len(s.split()) > 10:
+        return False
+    first = source.text.strip().split("\n", 1)[0].strip()
+    section = str(source.location.get("section", "")).split(" > ")[-1].strip()
+    return s == first or (bool(section) and s.lower() == section.lower())
+
+
 class ExtractiveAnswerer:
     name = "extractive"
     not_covered = NOT_COVERED
 
     def __init__(self, embedder: Embedder, *, min_evidence: float = 0.435, max_sentences: int = 4,
-                 max_words: int = 110, sources_used: int = 3, cache_sentences: int = 20_000) -> None:
+                 max_words: int = 110, sources_used: int = 3, keep_ratio: float = 0.5,
+                 cache_sentences: int = 20_000) -> None:
         self.embedder = embedder
         self.vectors = VectorCache(embedder, cache_sentences)
         self.min_evidence = min_evidence
         self.max_sentences = max_sentences
         self.max_words = max_words
         self.sources_used = sources_used
+        self.keep_ratio = keep_ratio  # a sentence scoring under this share of the best one is left out
 
     @staticmethod
     def _covered(question: str, sources: list[Source]) -> bool:
@@ -93,12 +109,16 @@ class ExtractiveAnswerer:
         qk = set(keyword_tokens(question))
         scores = []
         for (si, _, sent), c in zip(cands, cos, strict=True):
+            if is_heading(sent, sources[si]):
+                scores.append(HEADING)
+                continue
             overlap = len(qk & set(keyword_tokens(sent))) / len(qk) if qk else 0.0
             scores.append(0.65 * float(c) + 0.35 * overlap - 0.03 * si)
         chosen: list[int] = []
         total_words = 0
         for i in np.argsort(scores)[::-1]:
-            if len(chosen) >= self.max_sentences or (chosen and scores[i] < scores[chosen[0]] * 0.6):
+            if len(chosen) >= self.max_sentences or (chosen and scores[i] < scores[chosen[0]] * self.keep_ratio) \
+                    or scores[i] <= HEADING:
                 break
             sent = cands[i][2]
             n_words = len(sent.split())
@@ -109,6 +129,8 @@ class ExtractiveAnswerer:
                 continue
             chosen.append(int(i))
             total_words += n_words
+        if not chosen:
+            return Answer(NOT_COVERED, grounded=False, citations=[])
         chosen.sort(key=lambda i: (cands[i][0], cands[i][1]))
         parts: list[str] = []
         citations: dict[int, Citation] = {}
