@@ -40,6 +40,7 @@ def test_cached_vectors_equal_fresh_ones_and_are_not_encoded_again(embedder):
     fresh = embedder.encode(SENTENCES, batch_size=16)
     assert np.allclose(again[::-1], fresh, atol=1e-5) and np.allclose(first[:4], fresh, atol=1e-5)
     assert cache.encode([]).shape == (0, embedder.dim)
+    assert all(v.base is None for v in cache._items.values())  # own rows, not views of a whole batch
 
 
 def test_least_recently_used_are_dropped_and_zero_turns_it_off(embedder):

@@ -22,9 +22,10 @@ class VectorCache:
         self.max_entries = max_entries
         self._items: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()  # requests answer on several threads
-        self.hits = self.misses = 0
 
     def encode(self, texts: Sequence[str], batch_size: int = 16) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.embedder.dim), dtype=np.float32)
         found: dict[str, np.ndarray] = {}
         with self._lock:
             for t in texts:
@@ -33,20 +34,16 @@ class VectorCache:
                     self._items.move_to_end(t)
                     found[t] = v
         missing = list(dict.fromkeys(t for t in texts if t not in found))
-        self.hits += len(texts) - len(missing)
-        self.misses += len(missing)
         if missing:
             vecs = self.embedder.encode(missing, batch_size=batch_size)
             found.update(zip(missing, vecs, strict=True))
             if self.max_entries > 0:
                 with self._lock:
                     for t, v in zip(missing, vecs, strict=True):
-                        self._items[t] = v
+                        self._items[t] = v.copy()  # a row of its own: a view would keep its whole batch alive
                         self._items.move_to_end(t)
                     while len(self._items) > self.max_entries:
                         self._items.popitem(last=False)
-        if not texts:
-            return np.zeros((0, self.embedder.dim), dtype=np.float32)
         return np.stack([found[t] for t in texts])
 
     def __len__(self) -> int:
