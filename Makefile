@@ -16,8 +16,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
+# llama.cpp is compiled portable (no -march=native): a CPU that advertises instructions it cannot run (AMX on
+# some VMs) killed the native build's server with an illegal instruction. --no-cache-dir and --no-binary keep
+# pip from bringing back a native wheel it built or cached earlier.
 $(VENV)/.installed-llm-test: $(VENV)/.installed
-	$(PY) -m pip install --quiet -e '.[dev,llm-test]'
+	CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" \
+	  $(PY) -m pip install --quiet --no-cache-dir --no-binary llama-cpp-python -e '.[dev,llm-test]'
 	touch $@
 
 system-deps:

@@ -164,11 +164,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from app.components import build_service
-    from app.qa.evaluate import evaluate
+    from app.qa.evaluate import evaluate_sets
 
     service = build_service(_settings(args))
-    result = evaluate(service, Path(args.qa), with_answers=not args.search_only)
-    print(json.dumps(result, indent=2))
+    results = evaluate_sets(service, [Path(p) for p in args.qa], with_answers=not args.search_only,
+                            explain=args.explain)
+    print(json.dumps(results if len(results) > 1 else next(iter(results.values())), indent=2))
     return 0
 
 
@@ -210,9 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("eval", parents=[common], help="retrieval and refusal quality on a QA jsonl file")
-    p.add_argument("qa")
+    p = sub.add_parser("eval", parents=[common], help="retrieval, refusal and answer quality on QA jsonl files")
+    p.add_argument("qa", nargs="+", help="one or more QA sets, each scored on its own")
     p.add_argument("--search-only", action="store_true", help="skip the refusal part (faster)")
+    p.add_argument("--explain", action="store_true",
+                   help="list each question with its rank and what the answerer decided, and why")
     p.set_defaults(func=cmd_eval)
     return parser
 

@@ -1,4 +1,4 @@
-"""`lecture-qa eval`: recall@k and MRR@10 of search, and refusal accuracy of ask, on a QA jsonl file.
+"""`lecture-qa eval`: recall@k and MRR@10 of search, refusal and answer quality of ask, on QA jsonl files.
 
 Hit rule (comparable across systems): a result hits an evidence quote when the quote, NFKC-normalised,
 lower-cased, with every non-alphanumeric character removed, is a substring of the result's text normalised the
@@ -8,7 +8,9 @@ question needs, within k, one hit for each of its evidence documents.
 Answers of answerable questions are scored too, when the file has them: `answer_has_evidence` is the share of
 answers that contain one of the question's evidence quotes (same normalisation), `answer_recall` the mean share
 of the reference answer's content words (stemmed, stopwords out) that the answer contains, citation markers
-removed.
+removed. `answer_defects` counts answers holding a sentence that is no answer: a question, a speaker-note
+instruction or reference line (`Notes:`, `Source:`), a Markdown heading, or a sentence cut short (ending on
+"and." or on a colon whose display equation was dropped).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,8 @@ from app.qa.service import QAService
 from ingest.textnorm import keyword_tokens
 
 KS = (1, 3, 5, 10)
+_CITE = re.compile(r"\s*\[\d+\]")
+_CUT_WORDS = frozenset("a an and or of the to by with for in on as at is are that which from than nor but".split())
 
 
 def normalise(text: str) -> str:
@@ -57,20 +61,48 @@ def answer_scores(item: dict[str, Any], answer: str) -> tuple[bool, float | None
     return has_evidence, recall
 
 
+def answer_defects(answer: str) -> list[str]:
+    """What makes a sentence of an extractive answer no answer (each answer sentence ends in a citation)."""
+    out: list[str] = []
+    for part in re.split(r"(?<=\])\s+", answer.strip()):
+        sent = _CITE.sub("", part).strip()
+        if not sent:
+            continue
+        last = re.findall(r"[A-Za-z]+", sent[-12:])
+        if sent.endswith("?"):
+            out.append(f"question: {sent[:80]}")
+        elif re.match(r"(?i)(speaker\s+)?notes?\s*:|sources?\s*:|references?\s*:", sent):
+            out.append(f"notes/source line: {sent[:80]}")
+        elif re.search(r"(^|\s)#{1,6}\s", sent):
+            out.append(f"heading: {sent[:80]}")
+        elif sent.endswith(":") or (sent.endswith(".") and last and last[-1].lower() in _CUT_WORDS):
+            out.append(f"cut: ...{sent[-60:]}")
+    return out
+
+
+def _load(qa_path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in qa_path.read_text().splitlines() if line.strip()]
+
+
 def evaluate(service: QAService, qa_path: Path, *, progress: Callable[[int, int], None] | None = None,
-             with_answers: bool = True) -> dict[str, Any]:
-    items = [json.loads(line) for line in qa_path.read_text().splitlines() if line.strip()]
+             with_answers: bool = True, explain: bool = False) -> dict[str, Any]:
+    items = _load(qa_path)
     answerable = [i for i in items if i.get("answerable", True) and i.get("evidence")]
     hits = {k: 0 for k in KS}
     rr = 0.0
     misses: list[str] = []
+    kinds: dict[str, list[int]] = {}  # kind -> [hits@5, questions]
+    ranks: dict[str, int | None] = {}
     for n, item in enumerate(answerable):
         results = service.search(item["question"], top_k=10)
-        rank = first_full_hit(item, [r.text for r in results])
+        rank = ranks[item.get("id", str(n))] = first_full_hit(item, [r.text for r in results])
+        kind = kinds.setdefault(item.get("kind", "other"), [0, 0])
+        kind[1] += 1
         if rank is not None:
             rr += 1.0 / rank
             for k in KS:
                 hits[k] += rank <= k
+            kind[0] += rank <= 5
         if rank is None or rank > 5:
             misses.append(item.get("id", str(n)))
         if progress:
@@ -80,34 +112,58 @@ def evaluate(service: QAService, qa_path: Path, *, progress: Callable[[int, int]
         "answerable": len(answerable),
         **{f"recall@{k}": round(hits[k] / max(len(answerable), 1), 4) for k in KS},
         "mrr@10": round(rr / max(len(answerable), 1), 4),
+        "recall@5_by_kind": {k: f"{h}/{n}" for k, (h, n) in sorted(kinds.items())},
         "missed@5": misses,
     }
     if with_answers:
-        answered = refused = with_evidence = 0
-        recalls: list[float] = []
-        unanswerable = [i for i in items if not i.get("answerable", True)]
-        wrong: list[str] = []
-        for item in answerable:
-            answer = service.ask(item["question"]).answer
-            ok = answer.grounded
-            answered += ok
-            has_evidence, recall = answer_scores(item, answer.text if ok else "")
+        out.update(_answers(service, items, answerable, ranks, explain))
+    return out
+
+
+def _answers(service: QAService, items: list[dict[str, Any]], answerable: list[dict[str, Any]],
+             ranks: dict[str, int | None], explain: bool) -> dict[str, Any]:
+    answered = refused = with_evidence = 0
+    recalls: list[float] = []
+    wrong: list[str] = []
+    defects: dict[str, list[str]] = {}
+    decisions: list[dict[str, Any]] = []
+    for item in items:
+        is_answerable = item in answerable
+        if not is_answerable and item.get("answerable", True):
+            continue  # answerable but without evidence: nothing to score
+        answer = service.ask(item["question"]).answer
+        qid = item.get("id", "")
+        if is_answerable:
+            answered += answer.grounded
+            has_evidence, recall = answer_scores(item, answer.text if answer.grounded else "")
             with_evidence += has_evidence
             if recall is not None:
                 recalls.append(recall)
-            if not ok:
-                wrong.append(item.get("id", ""))
-        for item in unanswerable:
-            ok = not service.ask(item["question"]).answer.grounded
-            refused += ok
-            if not ok:
-                wrong.append(item.get("id", ""))
-        out.update({
-            "answered_answerable": f"{answered}/{len(answerable)}",
-            "refused_unanswerable": f"{refused}/{len(unanswerable)}",
-            "refusal_accuracy": round((answered + refused) / max(len(answerable) + len(unanswerable), 1), 4),
-            "refusal_errors": wrong,
-            "answer_has_evidence": round(with_evidence / max(len(answerable), 1), 4),
-            "answer_recall": round(sum(recalls) / len(recalls), 4) if recalls else None,
-        })
-    return out
+        else:
+            refused += not answer.grounded
+        if answer.grounded != is_answerable:
+            wrong.append(qid)
+        if answer.grounded and (found := answer_defects(answer.text)):
+            defects[qid] = found
+        if explain:
+            decisions.append({"id": qid, "kind": item.get("kind", ""), "answerable": is_answerable,
+                              "rank": ranks.get(qid), "answered": answer.grounded, "why": answer.why})
+    unanswerable = len(items) - len(answerable)
+    result: dict[str, Any] = {
+        "answered_answerable": f"{answered}/{len(answerable)}",
+        "refused_unanswerable": f"{refused}/{unanswerable}",
+        "refusal_accuracy": round((answered + refused) / max(len(answerable) + unanswerable, 1), 4),
+        "refusal_errors": wrong,
+        "answer_has_evidence": round(with_evidence / max(len(answerable), 1), 4),
+        "answer_recall": round(sum(recalls) / len(recalls), 4) if recalls else None,
+        "answer_defects": sum(len(v) for v in defects.values()),
+        "answer_defect_list": defects,
+    }
+    if explain:
+        result["decisions"] = decisions
+    return result
+
+
+def evaluate_sets(service: QAService, paths: Sequence[Path], **kwargs: Any) -> dict[str, Any]:
+    """Each set scored on its own (a gain on one set paid for by another must stay visible)."""
+    return {Path(p).name: evaluate(service, Path(p), **kwargs) for p in paths}

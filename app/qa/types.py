@@ -51,6 +51,7 @@ class Answer:
     citations: list[Citation]
     answered_by: str = "extractive"
     llm_error: str | None = None  # set when an LLM backend failed and the extractive answer stands in
+    why: str | None = None  # how the answer-or-refuse decision was reached (shown by `lecture-qa eval --explain`)
 
 
 @dataclass
