@@ -1,11 +1,12 @@
-"""What every LLM answerer shares: `answer()` drains `stream()`, the extractive stand-in, the citation check."""
+"""What every LLM answerer shares: `answer()` drains `stream()`, the extractive stand-in, and the final check that
+keeps the model's valid [n] markers and attributes its unmarked sentences to the sources (attribution.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
+from app.qa.answer.attribution import Attributor
 from app.qa.answer.extractive import ExtractiveAnswerer
-from app.qa.answer.prompting import check_citations
 from app.qa.types import Answer, Source
 
 
@@ -36,6 +37,8 @@ class LLMAnswerer:
         yield answer
 
     def checked(self, content: str, sources: list[Source], answered_by: str) -> Answer:
-        text, citations, grounded = check_citations(content, sources)
+        """The model's text with every supported sentence cited; not covered when the model said so or nothing in
+        it is supported. The text may differ from the streamed deltas (markers added): the Answer is final."""
+        text, citations, grounded = Attributor(self.fallback.vectors).attribute(content, sources)
         return Answer(text if grounded else self.fallback.not_covered, grounded=grounded, citations=citations,
                       answered_by=answered_by)

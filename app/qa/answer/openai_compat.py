@@ -1,7 +1,8 @@
 """Answers from any OpenAI-compatible chat endpoint (Ollama, vLLM, llama.cpp server, h2oGPT), streamed.
 
-The model sees only the retrieved, numbered sources; its citations are checked against them; any failure or
-timeout falls back to the extractive answer and says why (`answered_by`, `llm_error`).
+The model sees only the retrieved, numbered sources; its citations are checked against them and sentences it
+left unmarked are attributed to the source that supports them (attribution.py); any failure or timeout falls
+back to the extractive answer and says why (`answered_by`, `llm_error`).
 """
 
 from __future__ import annotations

@@ -45,18 +45,27 @@ def best_quote(sentence: str, source: Source) -> str:
     return max(candidates, key=lambda c: len(target & set(words(c))))[:400]
 
 
-def check_citations(text: str, sources: list[Source]) -> tuple[str, list[Citation], bool]:
-    """Keep only citations that name an existing source; returns (clean text, citations, grounded)."""
-    if NOT_FOUND in text or not text.strip():
-        return text.replace(NOT_FOUND, "").strip(), [], False
-    citations: dict[int, Citation] = {}
+def said_not_found(text: str) -> bool:
+    """The model's own "the sources do not answer this" (or nothing at all)."""
+    return NOT_FOUND in text or not text.strip()
+
+
+def drop_unknown_markers(text: str, count: int) -> str:
+    """Markers naming one of `count` sources, one number each ("[1, 7]" -> "[1]" with 2 sources); others go."""
 
     def keep(m: re.Match[str]) -> str:
-        valid = [int(x) for x in m.group(1).split(",") if 1 <= int(x) <= len(sources)]
+        valid = [int(x) for x in m.group(1).split(",") if 1 <= int(x) <= count]
         return "".join(f"[{n}]" for n in dict.fromkeys(valid))
 
-    clean = _MARKER.sub(keep, text)
-    clean = re.sub(r"[ \t]+([.,;:])", r"\1", clean).strip()
+    return re.sub(r"[ \t]+([.,;:])", r"\1", _MARKER.sub(keep, text)).strip()
+
+
+def check_citations(text: str, sources: list[Source]) -> tuple[str, list[Citation], bool]:
+    """Keep only citations that name an existing source; returns (clean text, citations, grounded)."""
+    if said_not_found(text):
+        return text.replace(NOT_FOUND, "").strip(), [], False
+    citations: dict[int, Citation] = {}
+    clean = drop_unknown_markers(text, len(sources))
     for sentence in _SENTENCE.split(clean):
         for m in _MARKER.finditer(sentence):
             n = int(m.group(1))
