@@ -32,15 +32,21 @@ def build_local_store(settings: Settings, embedder: Embedder) -> LocalStore:
     library = Library(settings.data_dir, dim=embedder.dim, refresh_seconds=settings.refresh_seconds)
     library.ensure_embedder(embedder.name)
     pipeline = Pipeline(library, embedder, max_file_bytes=settings.max_upload_bytes,
-                        max_unpacked_bytes=settings.max_unpacked_bytes)
+                        max_unpacked_bytes=settings.max_unpacked_bytes, max_passages=settings.max_passages,
+                        parse_timeout=settings.parse_timeout, parse_memory_mb=settings.parse_memory_mb)
     return LocalStore(library, embedder, pipeline, Retriever(library, embedder))
 
 
-def build_answerer(settings: Settings, embedder: Embedder, conn: H2OGPTeConnection | None = None) -> Answerer:
+def build_answerer(settings: Settings, embedder: Embedder, conn: H2OGPTeConnection | None = None,
+                   store: Store | None = None) -> Answerer:
+    from app.qa.answer.answerability import Answerability
     from app.qa.answer.extractive import ExtractiveAnswerer
 
-    extractive = ExtractiveAnswerer(embedder, min_evidence=settings.min_evidence,
-                                    cache_sentences=settings.sentence_cache)
+    answerability = Answerability.load()
+    if settings.answer_threshold is not None:
+        answerability.threshold = settings.answer_threshold
+    extractive = ExtractiveAnswerer(embedder, cache_sentences=settings.sentence_cache, answerability=answerability,
+                                    rarity=store.rarity if store is not None else None)
     if settings.llm == "openai":
         from app.qa.answer.openai_compat import OpenAICompatAnswerer
 
@@ -73,4 +79,4 @@ def build_service(settings: Settings, embedder: Embedder | None = None) -> QASer
         remote.warm_up()
         return QAService(remote, answerer, default_top_k=settings.top_k, engine=remote)
     store: Store = build_local_store(settings, embedder)
-    return QAService(store, build_answerer(settings, embedder), default_top_k=settings.top_k)
+    return QAService(store, build_answerer(settings, embedder, store=store), default_top_k=settings.top_k)

@@ -46,13 +46,24 @@ class Settings(BaseSettings):
     max_upload_mb: float = Field(50.0, description="Largest accepted file, in MiB.")
     max_unpacked_mb: float = Field(500.0, description="Largest uncompressed size of a PPTX/DOCX archive, in MiB.")
     refresh_seconds: float = Field(1.0, description="How often a worker checks for a newer index generation.")
+    parse_timeout: float = Field(60.0, gt=0, description="Seconds one file may take to parse and chunk (in a "
+                                 "worker process); past it the file is skipped. The slowest real lecture file "
+                                 "takes about 2 s.")
+    parse_memory_mb: int = Field(1024, ge=64, description="MiB of memory a parse worker may add to its start-up "
+                                 "size; past it the file is skipped (decompression and element bombs).")
+    max_passages: int = Field(5000, ge=1, description="Passages one document may make; a larger one is skipped "
+                              "(about 5 MB of text; the largest real lecture makes a few hundred).")
 
     top_k: int = Field(5, ge=1, le=50, description="Default number of sources for /ask.")
-    min_evidence: float = Field(0.435, description="Extractive answers refuse below this evidence score.")
+    answer_threshold: float | None = Field(
+        None, ge=0.0, le=1.0, description="Answer when the answerability model's probability is at least this "
+        "(default: the fitted threshold in app/qa/answer/answerability.json); lower answers more, refuses less.")
     sentence_cache: int = Field(20_000, ge=0, description="Sentence vectors kept in memory per worker (0 = off).")
 
     api_keys: str = Field("", description="Comma-separated bearer keys; empty = no auth.")
     admin_keys: str = Field("", description="Keys allowed to upload/delete (default: every API key).")
+    cors_origins: str = Field("", description="Comma-separated origins allowed to call the API from a browser "
+                              "(CORS), e.g. https://course.example.edu; `*` for any; empty = off.")
 
     @property
     def api_key_set(self) -> set[str]:
@@ -61,6 +72,10 @@ class Settings(BaseSettings):
     @property
     def admin_key_set(self) -> set[str]:
         return {k.strip() for k in self.admin_keys.split(",") if k.strip()}
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
 
     @property
     def max_upload_bytes(self) -> int:

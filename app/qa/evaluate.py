@@ -22,12 +22,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from app.qa.answer.extractive import DANGLING
 from app.qa.service import QAService
 from ingest.textnorm import keyword_tokens
 
 KS = (1, 3, 5, 10)
 _CITE = re.compile(r"\s*\[\d+\]")
-_CUT_WORDS = frozenset("a an and or of the to by with for in on as at is are that which from than nor but".split())
 
 
 def normalise(text: str) -> str:
@@ -68,14 +68,14 @@ def answer_defects(answer: str) -> list[str]:
         sent = _CITE.sub("", part).strip()
         if not sent:
             continue
-        last = re.findall(r"[A-Za-z]+", sent[-12:])
+        last = re.findall(r"\w+", sent)
         if sent.endswith("?"):
             out.append(f"question: {sent[:80]}")
         elif re.match(r"(?i)(speaker\s+)?notes?\s*:|sources?\s*:|references?\s*:", sent):
             out.append(f"notes/source line: {sent[:80]}")
         elif re.search(r"(^|\s)#{1,6}\s", sent):
             out.append(f"heading: {sent[:80]}")
-        elif sent.endswith(":") or (sent.endswith(".") and last and last[-1].lower() in _CUT_WORDS):
+        elif sent.endswith(":") or (sent.endswith(".") and last and last[-1].lower() in DANGLING):
             out.append(f"cut: ...{sent[-60:]}")
     return out
 

@@ -275,6 +275,9 @@ class H2OGPTeStore:
     def unknown_terms(self, text: str) -> list[str]:
         return []
 
+    def rarity(self, text: str) -> dict[str, float]:
+        return {}  # h2oGPTe does not expose term statistics: every word weighs the same
+
     def search(self, query: str, top_k: int, document_ids: Sequence[str] | None = None) -> list[Source]:
         cid = self.collection_id()
         hits = self._call(lambda: self.conn.client.search_chunks(cid, query, topics=list(document_ids or []),

@@ -18,6 +18,10 @@ class Store(Protocol):
 
     def search(self, query: str, top_k: int, document_ids: Sequence[str] | None = None) -> list[Source]: ...
 
+    def rarity(self, text: str) -> dict[str, float]:
+        """Each keyword of `text` -> how rare it is in the library (idf); empty when the store cannot tell."""
+        ...
+
     def unknown_terms(self, text: str) -> list[str]: ...
 
     def ingest(self, files: list[SourceFile]) -> Report: ...
@@ -49,22 +53,30 @@ class LocalStore:
         if cached is None or cached[0] != snap.generation:
             terms = snap.bm25.vocab_dict.keys() if snap.bm25 is not None else ()
             cached = self._vocab = (snap.generation, Vocabulary(terms, self.embedder.known_words()))
-        return cached[1].unknown_terms(text)
+        named = self.retriever.mention(snap, text)  # "the TJU slides": a source's name, not an unknown term
+        return [t for t in cached[1].unknown_terms(text) if named is None or t not in named.words]
+
+    def rarity(self, text: str) -> dict[str, float]:
+        return self.retriever.rarity(self.library.snapshot(), text)
 
     def search(self, query: str, top_k: int, document_ids: Sequence[str] | None = None) -> list[Source]:
         snap = self.library.snapshot()
         hits = self.retriever.search(snap, query, top_k, document_ids)
+        wanted = set(document_ids or ())
         out: list[Source] = []
         for h in hits:
             p = snap.passages[h.row]
-            doc = snap.documents.get(p.doc_id)
-            ref = DocumentRef(p.doc_id, doc.name if doc else "", doc.title if doc else "")
-            also = []
-            for a in p.also_at:
-                other = snap.documents.get(a["document_id"])
-                also.append({"document": {"id": a["document_id"], "name": other.name if other else "",
-                                          "title": other.title if other else ""}, "location": a["location"]})
-            out.append(Source(p.chunk_id, p.text, h.score, ref, p.location, also, dense=h.dense))
+            places = [{"document_id": p.doc_id, "location": p.location}, *p.also_at]
+            if wanted and p.doc_id not in wanted:  # cite the place in a document that was asked for
+                first = next(i for i, a in enumerate(places) if a["document_id"] in wanted)
+                places.insert(0, places.pop(first))
+            refs = []
+            for a in places:
+                doc = snap.documents.get(a["document_id"])
+                refs.append(DocumentRef(a["document_id"], doc.name if doc else "", doc.title if doc else ""))
+            also = [{"document": r.public(), "location": a["location"]} for r, a in zip(refs[1:], places[1:],
+                                                                                         strict=True)]
+            out.append(Source(p.chunk_id, p.text, h.score, refs[0], places[0]["location"], also, dense=h.dense))
         return out
 
     def ingest(self, files: list[SourceFile]) -> Report:

@@ -2,21 +2,21 @@
 
 Nothing is generated, so nothing can be stated that is not in a source. Sentences are scored by the embedder's
 cosine to the question plus keyword overlap; the best few that add something new are kept, grouped by source in
-rank order and in document order within a source. When the best passage is weakly related to the question
--- the mean of the best passage cosine and the best sentence cosine under `min_evidence`, calibrated on the dev
-set, and no top passage contains every content word of the question -- or the question names a term the library
-has never seen, the answer says the material does not cover it. (A short definitional question such as "what is
-teacher forcing?" matches a long passage weakly by cosine, but the passage names both of its words.)
+rank order and in document order within a source. Whether to answer at all is decided first, by the fitted
+answerability model (app/qa/answer/answerability.py) over signals of the top sources: passage and sentence
+cosine, the share of the question's words (plain and rarity-weighted) they hold, words the library lacks, and
+terms nobody knows ("Mamba"), which refuse by rule.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
 from app.qa.answer import NOT_COVERED
+from app.qa.answer.answerability import Answerability, Signals
 from app.qa.answer.vector_cache import VectorCache
 from app.qa.types import Answer, Citation, Source
 from ingest.embedding import Embedder
@@ -32,18 +32,51 @@ _FENCE = re.compile(r"```.*?(```|$)", re.S)
 _EMPHASIS = re.compile(r"(\*\*|__|(?<!\w)\*(?=\S)|(?<=\S)\*(?!\w))")
 
 
+# a sentence cannot end on these
+DANGLING = frozenset(["a", "an", "and", "or", "of", "the", "by", "with", "to", "from", "due", "nor"])
+_DISPLAY = ("$$", "\\[", "\\begin")
+_NOT_ANSWER = re.compile(r"(?i)(sources?|references?|image source|figure (from|source)|question|exercise)\s*:|#")
+_INSTRUCTION = re.compile(r"(?i)(speaker\s+)?notes?\s*:\s*(remind|mention|ask|tell|emphasi[sz]e|point out|recall|"
+                          r"discuss|skip|go over|show|make sure|stress)\b")
+_LABEL = re.compile(r"(?i)^(speaker\s+)?notes?\s*:\s*")
+
+
+def _continues(prev: str, line: str) -> bool:
+    """Does `line` continue `prev`? A hard-wrapped sentence (prev ends on a comma or on "and", or line starts
+    lower-case), an open display equation, or the display equation a colon introduces."""
+    if prev.count("$$") % 2:
+        return True
+    if prev.endswith(":"):
+        return line.startswith(_DISPLAY)
+    if prev.endswith((".", "!", "?", ";")):
+        return False
+    last = prev.rsplit(None, 1)[-1].lower()
+    return line[0].islower() or prev.endswith(",") or last in DANGLING
+
+
 def _lines(text: str) -> list[str]:
-    """Lines with wrapped continuations joined (a line without end punctuation followed by a lower-case one)."""
+    """Lines, with wrapped continuations and introduced display equations joined to their sentence."""
     out: list[str] = []
     for raw in text.split("\n"):
         line = raw.strip(" •-*\t")
         if not line:
             continue
-        if out and not out[-1].endswith((".", "!", "?", ":", ";")) and line[0].islower():
+        if out and _continues(out[-1], line):
             out[-1] = f"{out[-1]} {line}"
         else:
             out.append(line)
     return out
+
+
+def quotable(sentence: str) -> bool:
+    """Can this sentence stand in an answer? Not a question (exercises, rhetorical ones), a heading, a source or
+    reference line, a note telling the lecturer what to do, nor a sentence cut short (ending on "and." or on a
+    colon whose list or equation did not come along). Such sentences still count as evidence."""
+    s = sentence.strip()
+    if s.endswith(("?", ":")) or _NOT_ANSWER.match(s) or _INSTRUCTION.match(s):
+        return False
+    tokens = re.findall(r"\w+", s)
+    return not (s.endswith((".", ",")) or s[-1:].isalpha()) or not tokens or tokens[-1].lower() not in DANGLING
 
 
 def sentences_of(text: str) -> list[str]:
@@ -75,41 +108,57 @@ class ExtractiveAnswerer:
     name = "extractive"
     not_covered = NOT_COVERED
 
-    def __init__(self, embedder: Embedder, *, min_evidence: float = 0.435, max_sentences: int = 4,
+    def __init__(self, embedder: Embedder, *, max_sentences: int = 4,
                  max_words: int = 110, sources_used: int = 3, keep_ratio: float = 0.5,
-                 cache_sentences: int = 20_000) -> None:
+                 cache_sentences: int = 20_000, answerability: Answerability | None = None,
+                 rarity: Callable[[str], Mapping[str, float]] | None = None) -> None:
         self.embedder = embedder
+        self.rarity = rarity  # the library's idf of a text's keywords (Store.rarity), when it has one
+        self.answerability = answerability or Answerability.load()
         self.vectors = VectorCache(embedder, cache_sentences)
-        self.min_evidence = min_evidence
         self.max_sentences = max_sentences
         self.max_words = max_words
         self.sources_used = sources_used
         self.keep_ratio = keep_ratio  # a sentence scoring under this share of the best one is left out
 
-    @staticmethod
-    def _covered(question: str, sources: list[Source]) -> bool:
+    def signals(self, question: str, sources: list[Source],
+                unknown_terms: Sequence[str] = ()) -> tuple[Signals, list[tuple[int, int, str]], np.ndarray]:
+        """The answerability signals, with the candidate sentences (source, position, text) and their cosines."""
+        used = sources[: self.sources_used]
+        cands = [(si, pos, sent) for si, src in enumerate(used) for pos, sent in enumerate(sentences_of(src.text))]
+        qv = self.vectors.encode([question], batch_size=1)[0]
+        cos = self.vectors.encode([c[2] for c in cands], batch_size=16) @ qv if cands else np.zeros(0)
         terms = set(keyword_tokens(question)) - QUESTION_WORDS
-        return bool(terms) and any(terms <= set(keyword_tokens(s.text)) for s in sources)
+        rarity = self.rarity(question) if self.rarity is not None else {}
+        shares, rare, absent, lacking = [0.0], [0.0], 0.0, 0.0
+        if terms:
+            known = {t: w for t, w in rarity.items() if t in terms}
+            # words no passage of the library holds
+            absent = float(len(terms - known.keys())) if self.rarity is not None else 0.0
+            top = max(known.values(), default=1.0)
+            weight = {t: known.get(t, top) for t in terms}
+            held = [terms & set(keyword_tokens(src.text)) for src in used]
+            for have in held:
+                shares.append(len(have) / len(terms))
+                rare.append(sum(weight[t] for t in have) / sum(weight.values()))
+            missing = set(known) - set().union(*held)  # in the library, but in none of these sources
+            lacking = max((known[t] / top for t in missing), default=0.0)
+        signals = Signals(passage=max((s.dense for s in used), default=0.0),
+                          sentence=float(cos.max()) if len(cos) else 0.0, term_share=max(shares),
+                          rare_share=max(rare), unknown=float(len(unknown_terms)), absent=absent, lacking=lacking)
+        return signals, cands, cos
 
     def answer(self, question: str, sources: list[Source], *, unknown_terms: Sequence[str] = ()) -> Answer:
-        if not sources or unknown_terms:
-            return Answer(NOT_COVERED, grounded=False, citations=[])
-        cands: list[tuple[int, int, str]] = []  # (source index, position, sentence)
-        for si, src in enumerate(sources[: self.sources_used]):
-            for pos, sent in enumerate(sentences_of(src.text)):
-                cands.append((si, pos, sent))
-        if not cands:
-            return Answer(NOT_COVERED, grounded=False, citations=[])
-        qv = self.vectors.encode([question], batch_size=1)[0]
-        svecs = self.vectors.encode([c[2] for c in cands], batch_size=16)
-        cos = svecs @ qv
-        evidence = (float(cos.max()) + max(s.dense for s in sources[: self.sources_used])) / 2
-        if evidence < self.min_evidence and not self._covered(question, sources[: self.sources_used]):
-            return Answer(NOT_COVERED, grounded=False, citations=[])
+        if not sources:
+            return Answer(NOT_COVERED, grounded=False, citations=[], why="refuse: nothing was retrieved")
+        signals, cands, cos = self.signals(question, sources, unknown_terms)
+        ok, why = self.answerability.decide(signals)
+        if not ok or not cands:
+            return Answer(NOT_COVERED, grounded=False, citations=[], why=why)
         qk = set(keyword_tokens(question))
         scores = []
         for (si, _, sent), c in zip(cands, cos, strict=True):
-            if is_heading(sent, sources[si]):
+            if is_heading(sent, sources[si]) or not quotable(sent):
                 scores.append(HEADING)
                 continue
             overlap = len(qk & set(keyword_tokens(sent))) / len(qk) if qk else 0.0
@@ -130,17 +179,18 @@ class ExtractiveAnswerer:
             chosen.append(int(i))
             total_words += n_words
         if not chosen:
-            return Answer(NOT_COVERED, grounded=False, citations=[])
+            return Answer(NOT_COVERED, grounded=False, citations=[], why=f"{why}; no sentence to quote")
         chosen.sort(key=lambda i: (cands[i][0], cands[i][1]))
         parts: list[str] = []
         citations: dict[int, Citation] = {}
         for i in chosen:
             si, _, sent = cands[i]
             n = si + 1
+            sent = _LABEL.sub("", sent)  # "Notes: The gradients flow ..." -> "The gradients flow ..."
             sent = sent if sent.endswith((".", "!", "?", ":")) else sent + "."
             parts.append(f"{sent} [{n}]")
             if n in citations:
                 citations[n].quote += " " + cands[i][2]
             else:
                 citations[n] = Citation(n=n, source=sources[si], quote=cands[i][2])
-        return Answer(" ".join(parts), grounded=True, citations=list(citations.values()))
+        return Answer(" ".join(parts), grounded=True, citations=list(citations.values()), why=why)
