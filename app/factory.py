@@ -11,11 +11,15 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.routing import Match, Mount
+from starlette.types import Scope
 
+from app.api.middleware import BodyLimit, KeyGuard
 from app.api.routes import ask, documents, health, search
 from app.components import build_service
 from app.qa.errors import BackendUnavailable
@@ -24,25 +28,31 @@ from app.settings import Settings
 log = logging.getLogger("lecture_qa")
 WEB_DIR = Path(__file__).parent / "web"
 MAX_FILES_PER_UPLOAD = 20
+# Search and ask bodies are a few KB; the largest valid one (question, 20 history entries, 500 document ids, every
+# character a \u-escaped astral one) is under 0.9 MiB.
+JSON_BODY_LIMIT = 2**20
 
 
-class BodyLimit:
-    """Refuse an over-long request body by its Content-Length before reading it (pure ASGI: no per-request cost
-    of BaseHTTPMiddleware on the search hot path)."""
+# The docs pages may load only from this server: ReDoc's bundle shows a logo from cdn.redoc.ly (it hides
+# itself when blocked), and nothing else should reach out either. Inline script and styles: FastAPI's page
+# template and the bundles' CSS-in-JS; blob: workers: ReDoc's search.
+DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+            "img-src 'self' data:; font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'")
+PROBED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
-    def __init__(self, app: ASGIApp, limit: int, per_file_mb: float) -> None:
-        self.app = app
-        self.limit = limit
-        self.per_file_mb = per_file_mb
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            for name, value in scope["headers"]:
-                if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                    message = f"the request body is over the limit ({self.per_file_mb:g} MiB a file)"
-                    await JSONResponse({"error": message}, status_code=413)(scope, receive, send)
-                    return
-        await self.app(scope, receive, send)
+def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
+    """The methods this path really answers, for `Allow`. Starlette's 405 names the methods of the first route
+    whose path matched (`GET` for /api/v1/documents, which also takes POST); here every route is asked, through
+    the public BaseRoute.matches, whether it takes the path with each method (FastAPI's included routers do not
+    expose their routes' methods). The one mount, /static, is StaticFiles: GET and HEAD."""
+    probe = {"type": "http", "path": scope["path"], "root_path": scope.get("app_root_path", scope.get("root_path", ""))}
+    methods: set[str] = set()
+    for route in app.router.routes:
+        for method in PROBED_METHODS:
+            if route.matches({**probe, "method": method})[0] is Match.FULL:
+                methods |= {"GET", "HEAD"} if isinstance(route, Mount) else {method}
+    return sorted(methods | {"OPTIONS"}) if methods else []
 
 
 def _single_threaded_math() -> None:
@@ -83,31 +93,61 @@ def create_app(settings: Settings | None = None, *, load_in_background: bool = T
         version="0.1.0",
         summary="Ask questions about your course's lecture material; every answer cites slides and pages.",
         lifespan=lifespan,
+        docs_url=None,  # served below from vendored assets: the default pages load them from a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.service = None
     app.state.startup_error = None
 
-    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes * MAX_FILES_PER_UPLOAD + 2**20,
-                       per_file_mb=settings.max_upload_mb)
+    # add_middleware wraps: the last added runs first. CORS answers preflights and labels every answer (401s
+    # included); then keys, then body limits, all before a route reads the body.
+    app.add_middleware(BodyLimit, upload_limit=settings.max_upload_bytes * MAX_FILES_PER_UPLOAD + 2**20,
+                       json_limit=JSON_BODY_LIMIT, per_file_mb=settings.max_upload_mb)
+    app.add_middleware(KeyGuard, settings=settings)
+    if settings.cors_origin_list:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list,
+                           allow_methods=["GET", "POST", "DELETE"],
+                           allow_headers=["Authorization", "Content-Type", "Accept"],
+                           expose_headers=["Retry-After"], max_age=600)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         detail = exc.detail
+        status_code = exc.status_code
+        headers = dict(getattr(exc, "headers", None) or {})
+        if status_code == 405:
+            allow = ", ".join(allowed_methods(app, request.scope))
+            if request.method == "OPTIONS" and allow:
+                return Response(status_code=204, headers={"Allow": allow})
+            headers["Allow"] = allow
+        if status_code == 400:
+            # only body parsing raises a 400 (FastAPI: "There was an error parsing the body", e.g. JSON that is
+            # not UTF-8; Starlette: a malformed multipart body). The API answers every malformed body 422, in
+            # the shape of a validation error.
+            reason = str(detail).rstrip(".")
+            return JSONResponse({"error": f"invalid request body: {reason[:1].lower()}{reason[1:]}",
+                                 "detail": [{"loc": ["body"], "msg": reason, "type": "body_unparsable"}]},
+                                status_code=422)
         message = detail.get("message") if isinstance(detail, dict) else str(detail)
         body: dict[str, Any] = {"error": message}
         if isinstance(detail, dict):
             body["detail"] = detail
-        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        return JSONResponse(body, status_code=status_code, headers=headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [{"loc": list(e.get("loc", [])), "msg": e.get("msg", ""), "type": e.get("type", "")}
                   for e in exc.errors()]
-        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
-        where = ".".join(str(p) for p in first["loc"] if p != "body") or "body"
-        return JSONResponse({"error": f"invalid request: {where}: {first['msg']}", "detail": errors},
-                            status_code=422)
+        first = errors[0] if errors else {"loc": [], "msg": "invalid request", "type": ""}
+        if first["type"] == "json_invalid":
+            message = "invalid request: the body is not valid JSON"
+        elif first["loc"] == ["body"] and first["type"] in ("model_attributes_type", "dict_type"):
+            message = "invalid request: the body must be a JSON object sent as Content-Type: application/json"
+        else:
+            where = ".".join(str(p) for p in first["loc"] if p != "body") or "body"
+            message = f"invalid request: {where}: {first['msg']}"
+        return JSONResponse({"error": message, "detail": errors}, status_code=422)
 
     @app.exception_handler(BackendUnavailable)
     async def backend_unavailable(request: Request, exc: BackendUnavailable) -> JSONResponse:
@@ -129,5 +169,29 @@ def create_app(settings: Settings | None = None, *, load_in_background: bool = T
         @app.get("/", include_in_schema=False)
         def index() -> FileResponse:
             return FileResponse(WEB_DIR / "index.html")
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui(request: Request) -> HTMLResponse:
+        """Swagger UI from app/web/vendor (swagger-ui-dist): works offline, no request leaves the server."""
+        root = request.scope.get("root_path", "").rstrip("/")
+        page = get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - Swagger UI",
+            swagger_js_url=f"{root}/static/vendor/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}/static/vendor/swagger-ui.css",
+            swagger_favicon_url=f"{root}/static/vendor/swagger-favicon-32x32.png",
+            swagger_ui_parameters={"validatorUrl": None})  # the default badge calls validator.swagger.io
+        page.headers["Content-Security-Policy"] = DOCS_CSP
+        return page
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc(request: Request) -> HTMLResponse:
+        """ReDoc from app/web/vendor (redoc 2's standalone bundle), without Google Fonts."""
+        root = request.scope.get("root_path", "").rstrip("/")
+        page = get_redoc_html(openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - ReDoc",
+                              redoc_js_url=f"{root}/static/vendor/redoc.standalone.js",
+                              redoc_favicon_url=f"{root}/static/vendor/swagger-favicon-32x32.png",
+                              with_google_fonts=False)
+        page.headers["Content-Security-Policy"] = DOCS_CSP
+        return page
 
     return app

@@ -1,14 +1,32 @@
-"""Annotated dependency aliases: the service, the settings, and the key checks."""
+"""Annotated dependency aliases: the service, the settings, the key checks, and the document-id check.
+
+The key rules live in `key_error`, used twice: by the `KeyGuard` middleware, which refuses a request before its
+body is read, and by the dependencies, which declare the bearer scheme in the OpenAPI (Swagger's Authorize
+button) and keep the routes safe when they are called without the middleware (tests, other mounts)."""
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Sequence
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from app.qa.service import QAService
+from app.qa.store import Store
 from app.settings import Settings
+
+KEY_REQUIRED = "a valid API key is required: Authorization: Bearer <key>"
+ADMIN_KEY_REQUIRED = "an admin API key is required to change documents"
+ADMIN_KEY_FORBIDDEN = "this API key may not upload or delete documents"
+BEARER = {"WWW-Authenticate": "Bearer"}
+
+bearer_scheme = HTTPBearer(
+    auto_error=False, scheme_name="bearer",
+    description="A key from LECTURE_QA_API_KEYS (uploads and deletes: LECTURE_QA_ADMIN_KEYS). "
+    "Not needed when the server has no keys configured.")
 
 
 def get_settings(request: Request) -> Settings:
@@ -26,11 +44,12 @@ def get_service(request: Request) -> QAService:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ServiceDep = Annotated[QAService, Depends(get_service)]
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
 
 
-def _bearer(request: Request) -> str | None:
-    auth = request.headers.get("authorization", "")
-    scheme, _, token = auth.partition(" ")
+def bearer_token(authorization: str | None) -> str | None:
+    """The key from an `Authorization: Bearer <key>` header value, else None."""
+    scheme, _, token = (authorization or "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
@@ -41,14 +60,27 @@ def _matches(token: str, keys: set[str]) -> bool:
     return found
 
 
-def require_key(request: Request, settings: SettingsDep) -> str | None:
-    keys = settings.api_key_set | settings.admin_key_set
-    if not settings.api_key_set:
-        return _bearer(request)
-    token = _bearer(request)
-    if token is None or not _matches(token, keys):
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "a valid API key is required: Authorization: Bearer <key>",
-                            headers={"WWW-Authenticate": "Bearer"})
+def auth_enabled(settings: Settings) -> bool:
+    return bool(settings.api_key_set or settings.admin_key_set)
+
+
+def key_error(token: str | None, settings: Settings, *, write: bool) -> HTTPException | None:
+    """The 401/403 this request earns, or None. Reads need an API key when LECTURE_QA_API_KEYS is set; writes
+    (upload, delete) need an admin key when LECTURE_QA_ADMIN_KEYS is set."""
+    if settings.api_key_set and (token is None or not _matches(token, settings.api_key_set | settings.admin_key_set)):
+        return HTTPException(status.HTTP_401_UNAUTHORIZED, KEY_REQUIRED, headers=BEARER)
+    if write and settings.admin_key_set:
+        if token is None:
+            return HTTPException(status.HTTP_401_UNAUTHORIZED, ADMIN_KEY_REQUIRED, headers=BEARER)
+        if not _matches(token, settings.admin_key_set):
+            return HTTPException(status.HTTP_403_FORBIDDEN, ADMIN_KEY_FORBIDDEN)
+    return None
+
+
+def require_key(request: Request, settings: SettingsDep, _: BearerDep) -> str | None:
+    token = bearer_token(request.headers.get("authorization"))
+    if error := key_error(token, settings, write=False):
+        raise error
     return token
 
 
@@ -59,16 +91,35 @@ def can_write(token: str | None, settings: Settings) -> bool:
     return token is not None and _matches(token, admins)
 
 
-def require_admin(request: Request, settings: SettingsDep) -> None:
-    token = require_key(request, settings)
-    if not settings.admin_key_set:
-        return
-    if token is None:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "an admin API key is required to change documents",
-                            headers={"WWW-Authenticate": "Bearer"})
-    if not can_write(token, settings):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "this API key may not upload or delete documents")
+def require_admin(request: Request, settings: SettingsDep, _: BearerDep) -> None:
+    if error := key_error(bearer_token(request.headers.get("authorization")), settings, write=True):
+        raise error
 
 
 KeyDep = Annotated[str | None, Depends(require_key)]
 AdminDep = Annotated[None, Depends(require_admin)]
+
+MANY_IDS = 8
+
+
+def unknown_documents(store: Store, ids: Sequence[str]) -> list[str]:
+    """The ids that name no document, in request order. A few ids are looked up one by one; more in one listing
+    (with h2oGPTe every lookup lists the collection)."""
+    wanted = list(dict.fromkeys(ids))
+    if len(wanted) > MANY_IDS:
+        known = {d["id"] for d in store.documents()}
+        return [i for i in wanted if i not in known]
+    return [i for i in wanted if store.document(i) is None]
+
+
+async def require_known_documents(service: QAService, ids: Sequence[str] | None) -> None:
+    """404 naming the unknown ids: a filter on a deleted or mistyped document would otherwise search nothing and
+    answer "the lectures do not cover this" as if that were true."""
+    if not ids:
+        return
+    unknown = await run_in_threadpool(unknown_documents, service.store, ids)
+    if unknown:
+        shown = ", ".join(repr(i) for i in unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        what = "no document with id" if len(unknown) == 1 else "no documents with ids"
+        raise HTTPException(status.HTTP_404_NOT_FOUND,
+                            {"message": f"document_ids: {what} {shown}", "unknown_document_ids": unknown})

@@ -2,32 +2,52 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_TEXT = 2000
+# Whitespace-only text is refused by a validator; the pattern tells clients (and the fuzzer) the same.
+Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT, json_schema_extra={"pattern": r"\S"})]
+HistoryEntry = Annotated[str, Field(max_length=MAX_TEXT)]
+DocumentId = Annotated[str, Field(min_length=1, max_length=64)]  # ours are 16 hex digits, h2oGPTe's UUIDs
 
 
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value.strip()
+
+
+# Request models are strict: JSON gives every field its real type, so `"top_k": "5"` or `"stream": 0` is a
+# client bug to report (422), not a value to guess at. JSON strings still validate as str fields.
 class SearchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={
         "examples": [{"query": "what does the forget gate in an LSTM do?", "top_k": 5}]})
 
-    query: str = Field(..., min_length=1, max_length=2000, description="What to look for.")
+    query: Text = Field(..., description="What to look for.")
     top_k: int = Field(5, ge=1, le=50)
-    document_ids: list[str] | None = Field(None, max_length=500, description="Only search these documents.")
+    document_ids: list[DocumentId] | None = Field(None, max_length=500,
+                                                  description="Only search these documents (404 if one is unknown).")
+
+    _query_not_blank = field_validator("query")(_not_blank)
 
 
 class AskRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={
         "examples": [{"question": "What does the forget gate in an LSTM do?"},
                      {"question": "and what about the GRU?", "history": ["What does the forget gate in an LSTM do?"]},
                      {"question": "Why do vanilla RNNs suffer from vanishing gradients?", "stream": True}]})
 
-    question: str = Field(..., min_length=1, max_length=2000)
+    question: Text
     top_k: int | None = Field(None, ge=1, le=50)
-    document_ids: list[str] | None = Field(None, max_length=500)
-    history: list[str] | None = Field(None, max_length=20,
-                                      description="Earlier questions of this conversation, oldest first.")
+    document_ids: list[DocumentId] | None = Field(None, max_length=500,
+                                                  description="Only use these documents (404 if one is unknown).")
+    history: list[HistoryEntry] | None = Field(None, max_length=20,
+                                               description="Earlier questions of this conversation, oldest first.")
     stream: bool = Field(False, description="Stream server-sent events: answer deltas, then one final event.")
+
+    _question_not_blank = field_validator("question")(_not_blank)
 
 
 class DocumentPublic(BaseModel):
@@ -94,5 +114,32 @@ class UploadResponse(BaseModel):
 
 
 class ErrorResponse(BaseModel):
-    error: str
-    detail: Any = None
+    """Every 4xx/5xx answer of the API."""
+
+    error: str = Field(description="What went wrong, in one sentence.")
+    detail: Any = Field(None, description="Structured detail where there is some: the validation errors of a 422, "
+                        "the per-file reasons of an upload that ingested nothing, the unknown document ids of a 404.")
+
+
+class NotReady(BaseModel):
+    status: Literal["loading", "failed"]
+    error: str | None
+
+
+ERRORS: dict[int, str] = {
+    401: "No API key, or an unknown one (only when LECTURE_QA_API_KEYS or LECTURE_QA_ADMIN_KEYS is set)",
+    403: "This key may not upload or delete documents (LECTURE_QA_ADMIN_KEYS)",
+    404: "Not found",
+    413: "The request body is over this route's limit",
+    415: "Unsupported file type",
+    422: "The body or a parameter is malformed or invalid",
+    502: "The answer backend could not be reached",
+    503: "The service is still loading, or its backend is unavailable (see Retry-After)",
+}
+
+
+def error_responses(*codes: int, **described: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error codes, all with the ErrorResponse shape; `described` overrides a
+    description by code (`e404="No such document"`)."""
+    return {code: {"model": ErrorResponse, "description": described.get(f"e{code}", ERRORS[code])}
+            for code in codes}

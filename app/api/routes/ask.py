@@ -8,8 +8,8 @@ from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
-from app.api.deps import KeyDep, ServiceDep
-from app.api.schemas import AskRequest, AskResponse
+from app.api.deps import KeyDep, ServiceDep, require_known_documents
+from app.api.schemas import AskRequest, AskResponse, error_responses
 from app.qa.service import AskResult
 
 router = APIRouter(prefix="/api/v1", tags=["ask"])
@@ -21,8 +21,10 @@ def _sse(event: str, data: Any) -> str:
 
 @router.post("/ask", response_model=AskResponse, summary="Answer a question from the lectures, with citations",
              responses={200: {"content": {"text/event-stream": {}},
-                              "description": "JSON, or server-sent events when stream is true"}})
+                              "description": "JSON, or server-sent events when stream is true"},
+                        **error_responses(401, 404, 413, 422, 503, e404="An id in document_ids is unknown")})
 async def ask(body: AskRequest, request: Request, service: ServiceDep, _: KeyDep) -> Any:
+    await require_known_documents(service, body.document_ids)
     wants_stream = body.stream or "text/event-stream" in request.headers.get("accept", "")
     if not wants_stream:
         result = await run_in_threadpool(service.ask, body.question, body.top_k, body.document_ids, body.history)
@@ -43,7 +45,8 @@ async def ask(body: AskRequest, request: Request, service: ServiceDep, _: KeyDep
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-@router.get("/models", summary="Models of the configured answer backend")
+@router.get("/models", summary="Models of the configured answer backend",
+            responses=error_responses(401, 502, 503))
 async def models(service: ServiceDep, _: KeyDep) -> dict[str, Any]:
     try:
         names = await run_in_threadpool(service.models)

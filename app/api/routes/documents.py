@@ -8,7 +8,7 @@ from fastapi import APIRouter, File, HTTPException, Request, UploadFile, status
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import AdminDep, KeyDep, ServiceDep, SettingsDep, can_write
-from app.api.schemas import DocumentPublic, DocumentsPublic, UploadResponse
+from app.api.schemas import DocumentPublic, DocumentsPublic, UploadResponse, error_responses
 from ingest.errors import UnsupportedFileType
 from ingest.loaders import kind_for_name
 from ingest.pipeline import SourceFile
@@ -23,14 +23,15 @@ def safe_name(raw: str | None) -> str:
     return name[:200] or "upload"
 
 
-@router.get("/documents", response_model=DocumentsPublic, summary="List indexed documents")
+@router.get("/documents", response_model=DocumentsPublic, summary="List indexed documents",
+            responses=error_responses(401, 503))
 async def list_documents(service: ServiceDep, _: KeyDep) -> Any:
     docs = await run_in_threadpool(service.store.documents)
     return {"documents": docs, "count": len(docs)}
 
 
 @router.get("/documents/{doc_id}", response_model=DocumentPublic, summary="One document",
-            responses={404: {"description": "No such document"}})
+            responses=error_responses(401, 404, 422, 503, e404="No such document"))
 async def get_document(doc_id: str, service: ServiceDep, _: KeyDep) -> Any:
     doc = await run_in_threadpool(service.store.document, doc_id)
     if doc is None:
@@ -39,7 +40,7 @@ async def get_document(doc_id: str, service: ServiceDep, _: KeyDep) -> Any:
 
 
 @router.delete("/documents/{doc_id}", summary="Delete a document and its chunks",
-               responses={404: {"description": "No such document"}})
+               responses=error_responses(401, 403, 404, 422, 503, e404="No such document"))
 async def delete_document(doc_id: str, service: ServiceDep, _: AdminDep) -> dict[str, Any]:
     if not await run_in_threadpool(service.store.delete, doc_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no document with id {doc_id!r}")
@@ -47,9 +48,8 @@ async def delete_document(doc_id: str, service: ServiceDep, _: AdminDep) -> dict
 
 
 @router.post("/documents", response_model=UploadResponse, summary="Upload lecture files (multipart, one or more)",
-             responses={413: {"description": "A file is over the size limit"},
-                        415: {"description": "Unsupported file type"},
-                        422: {"description": "No file could be ingested"}})
+             responses=error_responses(401, 403, 413, 415, 422, 503, e413="A file is over the size limit",
+                                       e422="A malformed body, or no file could be ingested (per-file reasons)"))
 async def upload_documents(files: Annotated[list[UploadFile], File(description="PDF, PPTX, DOCX, MD, HTML, TXT")],
                            service: ServiceDep, settings: SettingsDep, _: AdminDep) -> Any:
     limit = settings.max_upload_bytes
@@ -81,6 +81,6 @@ async def upload_documents(files: Annotated[list[UploadFile], File(description="
     return body
 
 
-@router.get("/whoami", summary="What this key may do (used by the web page)")
+@router.get("/whoami", summary="What this key may do (used by the web page)", responses=error_responses(401))
 async def whoami(request: Request, settings: SettingsDep, token: KeyDep) -> dict[str, Any]:
     return {"auth_required": bool(settings.api_key_set), "can_write": can_write(token, settings)}

@@ -6,6 +6,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from app.api.schemas import NotReady
+
 router = APIRouter(tags=["health"])
 
 
@@ -14,7 +16,8 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="The index and the model are loaded", responses={503: {"description": "Not ready"}})
+@router.get("/readyz", summary="The index and the model are loaded",
+            responses={503: {"model": NotReady, "description": "Still loading, or failed to start (with the error)"}})
 def readyz(request: Request) -> Any:
     service = getattr(request.app.state, "service", None)
     if service is None:
