@@ -4,6 +4,12 @@ A chunk's size is what the model reads of it (its `prose_for_embedding`: long co
 lines), counted with the model's own tokenizer, and at most `max_chars` characters of shown text, so results
 stay as long as a 1000-character splitter's. WordPiece splits on whitespace first, so the count of "a\nb" is
 count(a) + count(b): pieces are counted once and summed.
+
+Linear in the input: only texts that can fit a chunk (at most max_chars characters) are ever tokenized, in
+batches of COUNT_BATCH; a longer text is sized by its characters alone, which already exceeds every budget.
+Tokenizing whole units, and then every word of a 10 MB one-line page in one batch, took minutes and gigabytes
+(issue 10: a 50 MiB text, 441 s and 6.9 GB); every text is now tokenized at most once per level of splitting
+(block, line, sentence, word), so the tokenizer reads each character at most four or five times.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 
+from ingest.errors import TooComplex
 from ingest.units import Chunk, ParsedDocument, Unit
 
 TokenCounter = Callable[[Sequence[str]], list[int]]
@@ -19,6 +26,8 @@ TokenCounter = Callable[[Sequence[str]], list[int]]
 _SENTENCE = re.compile(r"(?<=[.!?;:])\s+(?=[\"'(\[A-Z0-9$\\])")
 _WORD = re.compile(r"\w+", re.U)
 _FENCE = re.compile(r"^[ \t]*(```|~~~)")
+COUNT_BATCH = 1024
+"""Texts per tokenizer call: 1,024 texts of at most ~1,000 characters keep each call's encodings to a few MB."""
 
 
 def blocks_of(text: str) -> list[str]:
@@ -101,15 +110,27 @@ class Chunker:
         Counting only what the embedding reads lets a chunk hold a whole code listing with its prose; the
         character side keeps every chunk under about max_chars (dev set: recall@5 0.84 -> 0.85, docs/retrieval.md).
         """
-        tokens = self.count_tokens([prose_for_embedding(t) for t in texts])
         per_char = self.max_tokens / self.max_chars
-        return [max(n, math.ceil(len(t) * per_char)) for n, t in zip(tokens, texts, strict=True)]
+        out = [math.ceil(len(t) * per_char) for t in texts]
+        short = [i for i, n in enumerate(out) if n <= self.max_tokens]  # the rest can fit no budget anyway
+        for start in range(0, len(short), COUNT_BATCH):
+            idx = short[start : start + COUNT_BATCH]
+            for i, n in zip(idx, self.count_tokens([prose_for_embedding(texts[i]) for i in idx]), strict=True):
+                out[i] = max(out[i], n)
+        return out
 
-    def chunk_document(self, doc: ParsedDocument) -> list[Chunk]:
+    def _count_headers(self, headers: list[str]) -> list[int]:
+        out: list[int] = []
+        for start in range(0, len(headers), COUNT_BATCH):
+            out.extend(self.count_tokens(headers[start : start + COUNT_BATCH]))
+        return out
+
+    def chunk_document(self, doc: ParsedDocument, max_chunks: int | None = None) -> list[Chunk]:
+        """The document's chunks; TooComplex as soon as there would be more than `max_chunks`."""
         chunks: list[Chunk] = []
         units = [u for u in doc.units if word_count(u.text) - word_count(u.title) >= self.min_words]
         headers = [self.header(doc, u) for u in units]  # title-only and near-empty units are dropped above
-        counts = self.count_tokens(headers) + self.count([u.text for u in units])  # batched: most units fit whole
+        counts = self._count_headers(headers) + self.count([u.text for u in units])  # most units fit whole
         for i, (unit, header) in enumerate(zip(units, headers, strict=True)):
             budget = max(self.max_tokens - counts[i], 64)
             fits = counts[len(units) + i] <= budget
@@ -117,6 +138,10 @@ class Chunker:
                 chunks.append(Chunk(text=piece, embed_text=f"{header}\n{prose_for_embedding(piece)}",
                                     location=dict(unit.location),
                                     order=len(chunks), title=unit.title))
+            if max_chunks is not None and len(chunks) > max_chunks:
+                raise TooComplex(f"the document makes more than {max_chunks:,} passages, over the limit of "
+                                 f"{max_chunks:,} per document (LECTURE_QA_MAX_PASSAGES); split it into smaller "
+                                 "files")
         return chunks
 
     def split(self, text: str, budget: int) -> list[str]:
@@ -172,20 +197,23 @@ class Chunker:
         counts = self.count(words)
         out: list[str] = []
         cur: list[str] = []
-        total = 0
+        total = chars = 0
         for w, n in zip(words, counts, strict=True):
-            if cur and total + n > budget:
+            # the character guard only ever trips on runs of spaces (empty words count 0 tokens): real words
+            # under the token budget stay far below twice max_chars
+            if cur and (total + n > budget or chars + len(w) + 1 > 2 * self.max_chars):
                 out.append(" ".join(cur))
-                cur, total = [], 0
+                cur, total, chars = [], 0, 0
             if n > budget:  # one absurd "word" (a base64 blob): cut it by characters
                 step = max(budget, 16)
                 out.extend(w[i : i + step] for i in range(0, len(w), step))
                 continue
             cur.append(w)
             total += n
+            chars += len(w) + 1
         if cur:
             out.append(" ".join(cur))
-        return out
+        return [piece for piece in out if piece.strip()]
 
 
 def _regroup(parts: list[str], sep: str, count: TokenCounter, budget: int) -> list[str]:

@@ -6,7 +6,7 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -35,6 +35,15 @@ def _whole_words(vocab: dict[str, int]) -> frozenset[str]:
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 SMALL_BATCH = 4  # at most this many texts: a query, encoded on the single-thread session
+TOKENIZE_BATCH = 1024
+"""Texts per tokenizer call (encodings of a whole call are held at once: 1,024 chunk-sized texts are ~10 MB)."""
+MAX_ENCODE_CHARS = 32_768
+"""Characters of a text the model may see: its 256-piece window never reaches further (a word piece is at most a
+100-character [UNK]); tokenizing a 10 MB text whole, to keep its first 256 pieces, took seconds and gigabytes."""
+
+
+def _bounded(texts: Sequence[str]) -> list[str]:
+    return [t[:MAX_ENCODE_CHARS] for t in texts]
 
 
 def default_model_path() -> Path:
@@ -79,7 +88,7 @@ class SentenceTransformerEmbedder:
         import torch
 
         with self._lock, torch.inference_mode():
-            vecs = self._model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
+            vecs = self._model.encode(_bounded(texts), batch_size=batch_size, normalize_embeddings=True,
                                       convert_to_numpy=True, show_progress_bar=False)
         return np.asarray(vecs, dtype=np.float32)
 
@@ -93,7 +102,7 @@ class SentenceTransformerEmbedder:
         if self._tokenizer is None:
             tok = self._model.tokenizer
             return [len(tok.tokenize(t)) for t in texts]
-        return [len(e.ids) for e in self._tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+        return _count(self._tokenizer, texts)
 
 
 class OnnxInt8Embedder:
@@ -145,7 +154,7 @@ class OnnxInt8Embedder:
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         if not texts:
             return []
-        return [len(e.ids) for e in self._tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+        return _count(self._tokenizer, texts)
 
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         return self._encode(texts, batch_size, with_tokens=False)[0]
@@ -160,9 +169,12 @@ class OnnxInt8Embedder:
         tokens: list[np.ndarray] = [np.zeros((0, self.dim), dtype=np.float32)] * len(texts)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32), tokens
-        encs = self._tokenizer.encode_batch(list(texts), add_special_tokens=True)
-        ids_list = [e.ids[: self.max_tokens + 1] + [e.ids[-1]] if len(e.ids) > self.max_tokens + 2 else e.ids
-                    for e in encs]
+        ids_list: list[list[int]] = []
+        for start in range(0, len(texts), TOKENIZE_BATCH):
+            encs = self._tokenizer.encode_batch(_bounded(texts[start : start + TOKENIZE_BATCH]),
+                                                add_special_tokens=True)
+            ids_list.extend(e.ids[: self.max_tokens + 1] + [e.ids[-1]] if len(e.ids) > self.max_tokens + 2
+                            else e.ids for e in encs)
         order = sorted(range(len(ids_list)), key=lambda i: len(ids_list[i]))
         out = np.zeros((len(ids_list), self.dim), dtype=np.float32)
         for start in range(0, len(order), batch_size):
@@ -191,6 +203,14 @@ class OnnxInt8Embedder:
                     t = np.asarray(hidden[row, 1 : len(ids_list[i]) - 1], dtype=np.float32)
                     tokens[i] = t / np.clip(np.linalg.norm(t, axis=1, keepdims=True), 1e-12, None)
         return out, tokens
+
+
+def _count(tokenizer: Any, texts: Sequence[str]) -> list[int]:
+    out: list[int] = []
+    for start in range(0, len(texts), TOKENIZE_BATCH):
+        part = list(texts[start : start + TOKENIZE_BATCH])
+        out.extend(len(e.ids) for e in tokenizer.encode_batch(part, add_special_tokens=False))
+    return out
 
 
 def make_embedder(backend: str = "sentence-transformers", model_path: str | Path | None = None,

@@ -15,3 +15,15 @@ class FileTooLarge(IngestError):
 
 class LibraryLocked(Exception):
     """Another writer holds the library lock for longer than we were willing to wait."""
+
+
+class NotText(IngestError):
+    """A file named as text (.txt, .md, .html) whose bytes are binary."""
+
+
+class TooComplex(IngestError):
+    """The document has more pages, slides, shapes, paragraphs, elements or text than a limit allows."""
+
+
+class ParseLimitExceeded(IngestError):
+    """Parsing the file ran past the parse worker's time or memory limit (the worker was stopped)."""

@@ -13,11 +13,12 @@ import numpy as np
 
 from ingest import token_vectors
 from ingest.chunking import Chunker
-from ingest.dedupe import NearDuplicates, containment_links, link_near_duplicates, numbers_agree, word_bags
+from ingest.dedupe import NearDuplicates, link_near_duplicates, numbers_agree, word_bags
 from ingest.embedding import Embedder
 from ingest.errors import FileTooLarge, IngestError
 from ingest.library import ChunkRow, DocumentRecord, Library, now_iso
-from ingest.loaders import SUPPORTED_SUFFIXES, kind_for_name, load_document
+from ingest.loaders import SUPPORTED_SUFFIXES, kind_for_name
+from ingest.parse_job import FileParser, ParseSettings, tokenizer_json
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 REUSE_JACCARD = 0.8  # the cross-file dedupe threshold: a chunk that will collapse into its twin
@@ -131,21 +132,24 @@ class _Staged:
 class Pipeline:
     def __init__(self, library: Library, embedder: Embedder, *, max_file_bytes: int = 100 * 2**20,
                  max_unpacked_bytes: int = 500 * 2**20, batch_size: int = 16,
-                 chunk_tokens: int | None = None) -> None:
+                 chunk_tokens: int | None = None, max_passages: int = 5_000, parse_timeout: float = 60.0,
+                 parse_memory_mb: int = 1024, isolate_parsing: bool = True) -> None:
         self.library = library
         self.embedder = embedder
         self.chunker = Chunker(embedder.count_tokens, min(chunk_tokens or embedder.max_tokens, embedder.max_tokens))
         self.max_file_bytes = max_file_bytes
         self.max_unpacked_bytes = max_unpacked_bytes
         self.batch_size = batch_size
+        # parse + chunk in a worker with these limits (ingest.isolation); passages per document capped (parse_job)
+        self.parser = FileParser(
+            ParseSettings(max_unpacked_bytes, max_passages, self.chunker.max_tokens, self.chunker.max_chars),
+            embedder.count_tokens, tokenizer=tokenizer_json(embedder), isolate=isolate_parsing,
+            timeout_s=parse_timeout, memory_mb=parse_memory_mb)
 
     # -- one file -> staged rows (no lock held) --
     def _stage(self, f: SourceFile, data: bytes, doc_id: str) -> _Staged:
-        parsed = load_document(f.name, data, max_unpacked_bytes=self.max_unpacked_bytes)
-        chunks = self.chunker.chunk_document(parsed)
-        if not chunks:
-            raise IngestError("the document has no passage long enough to index (only titles or empty pages)")
-        links = containment_links([c.text for c in chunks])
+        parsed = self.parser.parse(f.name, data)  # in a parse worker: time, memory and passages bounded
+        chunks, links = parsed.chunks, parsed.links
         rows = [
             ChunkRow(id=f"{doc_id}-{c.order:05d}", doc_id=doc_id, order=c.order, text=c.text,
                      embed_text=c.embed_text, embed_hash=hashlib.sha1(c.embed_text.encode()).hexdigest(),
@@ -156,9 +160,9 @@ class Pipeline:
             if link is not None:
                 row.contained_in = rows[link].id
         doc = DocumentRecord(id=doc_id, name=f.name, title=parsed.title, kind=parsed.kind, size=len(data),
-                             units=len(parsed.units), unit_label=parsed.unit_label, chunks=len(rows),
+                             units=parsed.units, unit_label=parsed.unit_label, chunks=len(rows),
                              ingested_at="", source=f.source)
-        return _Staged(FileResult(f.name, "ingested", doc_id, units=len(parsed.units), chunks=len(rows)), doc, rows)
+        return _Staged(FileResult(f.name, "ingested", doc_id, units=parsed.units, chunks=len(rows)), doc, rows)
 
     def ingest(self, files: list[SourceFile], *, progress: Progress | None = None,
                on_lock_wait: Callable[[], None] | None = None, lock_timeout: float = 600.0,

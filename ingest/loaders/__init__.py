@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ingest.errors import IngestError, UnsupportedFileType
+from ingest.loaders.limits import DEFAULT_MAX_CHARS, TextBudget
 from ingest.loaders.sniff import detect_kind
 from ingest.units import ParsedDocument
 
@@ -29,8 +30,12 @@ def kind_for_name(name: str) -> str:
     return kind
 
 
-def load_document(name: str, data: bytes, *, max_unpacked_bytes: int) -> ParsedDocument:
-    """Parse `data` (the file named `name`) into units, checking that the content matches the name."""
+def load_document(name: str, data: bytes, *, max_unpacked_bytes: int,
+                  max_chars: int = DEFAULT_MAX_CHARS) -> ParsedDocument:
+    """Parse `data` (the file named `name`) into units, checking that the content matches the name.
+
+    Raises IngestError (TooComplex past a limit of ingest.loaders.limits or more than `max_chars` characters of
+    text, NotText for binary named as text) with the reason for the user."""
     kind = kind_for_name(name)
     if not data.strip():
         raise IngestError("the file is empty")
@@ -39,15 +44,15 @@ def load_document(name: str, data: bytes, *, max_unpacked_bytes: int) -> ParsedD
     if kind == "pdf":
         from ingest.loaders.pdf import load_pdf
 
-        doc = load_pdf(data, stem)
+        doc = load_pdf(data, stem, max_chars=max_chars)
     elif kind == "pptx":
         from ingest.loaders.office import load_pptx
 
-        doc = load_pptx(data, stem, max_unpacked_bytes=max_unpacked_bytes)
+        doc = load_pptx(data, stem, max_unpacked_bytes=max_unpacked_bytes, max_chars=max_chars)
     elif kind == "docx":
         from ingest.loaders.office import load_docx
 
-        doc = load_docx(data, stem, max_unpacked_bytes=max_unpacked_bytes)
+        doc = load_docx(data, stem, max_unpacked_bytes=max_unpacked_bytes, max_chars=max_chars)
     elif kind == "markdown":
         from ingest.loaders.markdown import load_markdown
 
@@ -55,11 +60,12 @@ def load_document(name: str, data: bytes, *, max_unpacked_bytes: int) -> ParsedD
     elif kind == "html":
         from ingest.loaders.html import load_html
 
-        doc = load_html(data, stem)
+        doc = load_html(data, stem, max_chars=max_chars)
     else:
         from ingest.loaders.text import load_text
 
         doc = load_text(data, stem)
+    TextBudget(max_chars).add(sum(len(u.text) for u in doc.units))
     if not any(u.text.strip() for u in doc.units):
         raise IngestError(f"no text could be extracted from this {kind} file (scanned images or an empty document?)")
     return doc

@@ -1,9 +1,15 @@
-"""HTML -> one unit per heading section of the main content; scripts, styles and navigation dropped."""
+"""HTML -> one unit per heading section of the main content; scripts, styles and navigation dropped.
+
+Before BeautifulSoup builds its tree (about 1.5 KB of Python objects per element, and a recursive walk below),
+libxml2 streams through the page once to count its elements and their nesting (ingest.loaders.limits).
+"""
 
 from __future__ import annotations
 
 import re
 
+from ingest.errors import TooComplex
+from ingest.loaders.limits import DEFAULT_MAX_CHARS, MAX_HTML_DEPTH, MAX_HTML_ELEMENTS, TextBudget, too_many
 from ingest.loaders.sniff import decode_text
 from ingest.units import ParsedDocument, Unit
 
@@ -21,11 +27,50 @@ def _quiet_bs4() -> None:
     warnings.filterwarnings("ignore", category=XMLParsedAsHTMLWarning)
 
 
-def load_html(data: bytes, fallback_title: str) -> ParsedDocument:
+class _ShapeCounter:
+    """An lxml parser target that keeps no tree: counts elements and the deepest nesting, and stops the parse
+    (by raising) as soon as either is over its limit."""
+
+    def __init__(self) -> None:
+        self.elements = 0
+        self.depth = 0
+
+    def start(self, tag: str, attrib: object) -> None:
+        self.elements += 1
+        self.depth += 1
+        too_many(self.elements, MAX_HTML_ELEMENTS, "HTML elements", "the page")
+        if self.depth > MAX_HTML_DEPTH:
+            raise TooComplex(f"the page nests its elements more than {MAX_HTML_DEPTH} levels deep; is it damaged "
+                             "or generated?")
+
+    def end(self, tag: str) -> None:
+        self.depth -= 1
+
+    def data(self, data: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def check_html_shape(text: str) -> None:
+    """Raise TooComplex for a page with more than MAX_HTML_ELEMENTS elements or deeper than MAX_HTML_DEPTH."""
+    from lxml import etree
+
+    parser = etree.HTMLParser(target=_ShapeCounter(), huge_tree=True)
+    step = 2**20
+    for i in range(0, len(text), step):
+        parser.feed(text[i : i + step])
+    parser.close()
+
+
+def load_html(data: bytes, fallback_title: str, *, max_chars: int = DEFAULT_MAX_CHARS) -> ParsedDocument:
     from bs4 import BeautifulSoup, NavigableString, Tag
 
     _quiet_bs4()
     text = decode_text(data)
+    check_html_shape(text)
+    budget = TextBudget(max_chars)
     soup = BeautifulSoup(text, "lxml")
     title = soup.title.get_text(" ", strip=True) if soup.title else ""
     for tag in soup.find_all(_DROP):
@@ -46,7 +91,7 @@ def load_html(data: bytes, fallback_title: str) -> ParsedDocument:
 
     def flush_unit() -> None:
         flush_line()
-        body = "\n".join(lines).strip()
+        body = budget.take("\n".join(lines).strip())
         if body:
             section = " > ".join(t for _, t in path) or title or fallback_title
             units.append(Unit(text=body, location={"section": section}, title=path[-1][1] if path else ""))

@@ -1,21 +1,29 @@
-"""Markdown -> one unit per heading section (front matter stripped; code fences and LaTeX kept intact)."""
+"""Markdown -> one unit per heading section (front matter stripped; code fences and LaTeX kept intact).
+
+Cleaning is linear in the text: tags, links and images are matched with possessive runs that stop at the next
+opening bracket, comments and dropped blocks are found with one forward search per end marker, and heading lines
+are at most 300 characters. The unbounded `.*?` / `[^]]*` patterns before rescanned the rest of the text from
+every unclosed `<!--`, `<script` or `[`.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from ingest.loaders.sniff import decode_text
 from ingest.units import ParsedDocument, Unit
 
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?)\n(---|\.\.\.)[ \t]*\n", re.S)
 _HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$")
+_MAX_HEADING = 300  # a longer "# ..." line is prose (and the lazy pattern above is quadratic in line length)
 _FENCE = re.compile(r"^[ \t]*(```|~~~)")
-_DROP_BLOCKS = re.compile(r"<(script|style|video|audio|iframe|svg)\b.*?</\1>", re.S | re.I)
-_COMMENT = re.compile(r"<!--.*?-->", re.S)
-_TAG = re.compile(r"</?[A-Za-z][^>\n]*>")
-_IMAGE = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
-_LINK = re.compile(r"\[([^\]]+)\]\((?:[^()]|\([^)]*\))*\)")
-_D2L_LINE = re.compile(r"^\s*(:(label|width|begin_tab|end_tab)|%%tab|#@(tab|save)).*$", re.M)
+_DROP_OPEN = re.compile(r"<(script|style|video|audio|iframe|svg)\b", re.I)
+# Possessive runs that stop at the next opening bracket: the scans from two openers never overlap.
+_TAG = re.compile(r"</?[A-Za-z][^<>\n]*+>")
+_IMAGE = re.compile(r"!\[([^\[\]]*+)\]\((?>[^()]++|\([^()]*+\))*+\)")
+_LINK = re.compile(r"\[([^\[\]]++)\]\((?>[^()]++|\([^()]*+\))*+\)")
+_D2L_LINE = re.compile(r"^[ \t]*(:(label|width|begin_tab|end_tab)|%%tab|#@(tab|save)).*$", re.M)
 _D2L_ROLE = re.compile(r":(cite|citet|citep|ref):`[^`]*`")
 _D2L_REF = re.compile(r":(numref|eqref):`(\w+?)_[^`]*`")
 _REF_WORDS = {"fig": "the figure", "sec": "the section", "subsec": "the section", "chap": "the chapter",
@@ -38,10 +46,37 @@ def unwrap(text: str) -> str:
     return "\n".join(out)
 
 
+def _drop_between(text: str, start: re.Pattern[str], end_of: Callable[[re.Match[str]], str]) -> str:
+    """Remove each span from a `start` match to its end marker, in one left-to-right pass; an unclosed start
+    stays (as the non-greedy regex it replaces left it). A marker once missing is never searched for again:
+    that is what keeps a text full of unclosed `<!--` linear."""
+    out: list[str] = []
+    pos = 0
+    missing: set[str] = set()
+    while True:
+        m = start.search(text, pos)
+        if m is None:
+            out.append(text[pos:])
+            return "".join(out)
+        marker = end_of(m)
+        found = None if marker in missing else re.compile(re.escape(marker), re.I).search(text, m.end())
+        end = found.start() if found else -1
+        if end < 0:
+            missing.add(marker)
+            out.append(text[pos : m.end()])
+            pos = m.end()
+            continue
+        out.append(text[pos : m.start()])
+        pos = end + len(marker)
+
+
+_COMMENT_OPEN = re.compile(r"<!--")
+
+
 def clean_prose(text: str) -> str:
     """Clean Markdown prose (never code): drop embedded media/HTML tags and link targets, keep the words."""
-    text = _COMMENT.sub("", text)
-    text = _DROP_BLOCKS.sub("", text)
+    text = _drop_between(text, _COMMENT_OPEN, lambda m: "-->")
+    text = _drop_between(text, _DROP_OPEN, lambda m: f"</{m.group(1).lower()}>")
     text = _IMAGE.sub(lambda m: m.group(1), text)
     text = _LINK.sub(lambda m: m.group(1), text)
     text = _TAG.sub("", text)
@@ -51,7 +86,7 @@ def clean_prose(text: str) -> str:
                         text)
     text = _D2L_EMPHASIS.sub("", text)
     text = text.replace("&nbsp;", " ").replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">")
-    text = re.sub(r"[ \t]+\n", "\n", text)
+    text = "\n".join(line.rstrip(" \t") for line in text.split("\n"))  # r"[ \t]+\n" is quadratic in a run of blanks
     return unwrap(re.sub(r"\n{3,}", "\n\n", text).strip())
 
 
@@ -76,7 +111,7 @@ def split_sections(text: str) -> list[tuple[list[str], str]]:
                 in_fence = False
             body.append(line)
             continue
-        m_h = None if in_fence else _HEADING.match(line)
+        m_h = None if in_fence or len(line) > _MAX_HEADING else _HEADING.match(line)
         if m_h:
             flush()
             level, title = len(m_h.group(1)), clean_prose(m_h.group(2)).strip("*_ ")
@@ -110,7 +145,27 @@ def clean_outside_fences(text: str) -> str:
 
 
 def load_markdown(data: bytes, fallback_title: str) -> ParsedDocument:
-    text = decode_text(data).replace("\r\n", "\n").replace("\r", "\n")
+    return parse_markdown(decode_text(data), fallback_title)
+
+
+_ATX_BLOCK = re.compile(r"(?:\A|\n\n)#{1,6}[ \t]+\S[^\n]{0,200}(?=\n\n|\n?\Z)")
+_MARKDOWN_SIGNS = re.compile(r"^(```|~~~|[-*+][ \t]+\S|\d{1,3}[.)][ \t]+\S|>[ \t])|\*\*\S|\]\(", re.M)
+
+
+def looks_like_markdown(text: str) -> bool:
+    """Markdown saved as .txt: at least two ATX headings standing as blocks of their own (a blank line, or the
+    start or end of the text, on both sides), and a third one or other Markdown (fences, list items, quotes,
+    bold, links). A code listing's "# comment" lines sit right above their code, so they do not count. Looks at
+    the first 200,000 characters."""
+    head = text[:200_000].replace("\r\n", "\n")
+    headings = len(_ATX_BLOCK.findall(head))
+    if headings < 2:
+        return False
+    return headings >= 3 or _MARKDOWN_SIGNS.search(head) is not None
+
+
+def parse_markdown(text: str, fallback_title: str) -> ParsedDocument:
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
     title = ""
     m = _FRONT_MATTER.match(text)
     if m:

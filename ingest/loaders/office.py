@@ -1,13 +1,17 @@
-"""PPTX (one unit per slide, with notes) and DOCX (one unit per heading section), after a zip-bomb check."""
+"""PPTX (one unit per slide, with notes) and DOCX (one unit per heading section), after a zip-bomb check and a
+count of the XML elements of every part (ingest.loaders.limits): the PPTX element bomb of issue 10 (millions of
+empty shapes in 54-112 KB, which passes the zip check) took 55 s and 1 GB inside python-pptx."""
 
 from __future__ import annotations
 
 import re
+import zipfile
 from collections.abc import Iterator
 from io import BytesIO
 from typing import Any
 
 from ingest.errors import IngestError
+from ingest.loaders.limits import DEFAULT_MAX_CHARS, TextBudget, check_office_elements
 from ingest.loaders.sniff import check_zip
 from ingest.units import ParsedDocument, Unit
 
@@ -68,8 +72,11 @@ def _shape_texts(tree: Any) -> Iterator[tuple[bool, str]]:
                 yield is_title, text
 
 
-def load_pptx(data: bytes, fallback_title: str, *, max_unpacked_bytes: int) -> ParsedDocument:
+def load_pptx(data: bytes, fallback_title: str, *, max_unpacked_bytes: int,
+              max_chars: int = DEFAULT_MAX_CHARS) -> ParsedDocument:
     check_zip(data, max_unpacked_bytes=max_unpacked_bytes, required="[Content_Types].xml")
+    with zipfile.ZipFile(BytesIO(data)) as zf:
+        check_office_elements(zf, "pptx")
     from pptx import Presentation
 
     try:
@@ -77,6 +84,7 @@ def load_pptx(data: bytes, fallback_title: str, *, max_unpacked_bytes: int) -> P
     except Exception as exc:  # python-pptx raises many types for broken packages
         raise IngestError(f"the PPTX file cannot be opened ({type(exc).__name__}: {exc})") from exc
     units: list[Unit] = []
+    budget = TextBudget(max_chars)
     for number, slide in enumerate(prs.slides, start=1):
         shapes = list(_shape_texts(slide.shapes._spTree))
         first_title = next((i for i, (is_title, _) in enumerate(shapes) if is_title), None)
@@ -90,17 +98,56 @@ def load_pptx(data: bytes, fallback_title: str, *, max_unpacked_bytes: int) -> P
         parts += body
         if notes:
             parts.append(f"Notes: {notes}")
-        units.append(Unit(text="\n".join(parts), location={"slide": number}, title=title.replace("\n", " ")))
+        units.append(Unit(text=budget.take("\n".join(parts)), location={"slide": number},
+                          title=title.replace("\n", " ")))
     title = (prs.core_properties.title or "").strip()
     if not title or title.lower() in {"powerpoint presentation", "presentation"}:
         title = fallback_title
     return ParsedDocument(title=title, kind="pptx", units=units, unit_label="slides")
 
 
-def load_docx(data: bytes, fallback_title: str, *, max_unpacked_bytes: int) -> ParsedDocument:
+_W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
+
+
+def _cell_text(tc: Any, document: Any) -> str:
+    from docx.text.paragraph import Paragraph
+
+    return _clean("\n".join(Paragraph(p, document).text for p in tc.iterchildren(f"{_W}p")))
+
+
+def _table_lines(tbl: Any, document: Any) -> Iterator[str]:
+    """One line per row, cells joined with " | "; a vertically merged cell repeats its text on every row it spans.
+
+    Reads the XML: python-docx finds a merged cell's text by walking up the rows one by one, for every row
+    (quadratic, and recursive: a long merged column raised RecursionError)."""
+    above: dict[int, str] = {}  # grid column -> text of the cell that starts there, for vMerge="continue"
+    for tr in tbl.iterchildren(f"{_W}tr"):
+        before = tr.find(f"{_W}trPr/{_W}gridBefore")
+        col = int(before.get(f"{_W}val", "0")) if before is not None else 0
+        seen: list[str] = []
+        for tc in tr.iterchildren(f"{_W}tc"):
+            span_el = tc.find(f"{_W}tcPr/{_W}gridSpan")
+            span = max(int(span_el.get(f"{_W}val", "1")), 1) if span_el is not None else 1
+            merge = tc.find(f"{_W}tcPr/{_W}vMerge")
+            if merge is not None and merge.get(f"{_W}val", "continue") == "continue":
+                text = above.get(col, "")
+            else:
+                text = _cell_text(tc, document)
+                above[col] = text
+            if text and text not in seen:
+                seen.append(text)
+            col += span
+        if seen:
+            yield " | ".join(seen)
+
+
+def load_docx(data: bytes, fallback_title: str, *, max_unpacked_bytes: int,
+              max_chars: int = DEFAULT_MAX_CHARS) -> ParsedDocument:
     check_zip(data, max_unpacked_bytes=max_unpacked_bytes, required="word/document.xml")
+    with zipfile.ZipFile(BytesIO(data)) as zf:
+        check_office_elements(zf, "docx")
     import docx
-    from docx.table import Table
+    from docx.enum.style import WD_STYLE_TYPE
     from docx.text.paragraph import Paragraph
 
     try:
@@ -108,6 +155,12 @@ def load_docx(data: bytes, fallback_title: str, *, max_unpacked_bytes: int) -> P
     except Exception as exc:
         raise IngestError(f"the DOCX file cannot be opened ({type(exc).__name__}: {exc})") from exc
 
+    # Style names looked up once: python-docx's Paragraph.style searches the style sheet with XPath for every
+    # paragraph, which never finished on 1.65M empty paragraphs; empty paragraphs are now skipped before it.
+    styles = {s.style_id: s.name or "" for s in document.styles if s.type == WD_STYLE_TYPE.PARAGRAPH}
+    default = document.styles.default(WD_STYLE_TYPE.PARAGRAPH)
+    default_name = (default.name or "") if default is not None else ""
+    budget = TextBudget(max_chars)
     units: list[Unit] = []
     path: list[tuple[int, str]] = []
     lines: list[str] = []
@@ -120,30 +173,26 @@ def load_docx(data: bytes, fallback_title: str, *, max_unpacked_bytes: int) -> P
             units.append(Unit(text=text, location={"section": section}, title=path[-1][1] if path else ""))
         lines.clear()
 
-    for block in document.iter_inner_content():
-        if isinstance(block, Paragraph):
-            text = _clean(block.text)
-            style = (block.style.name if block.style is not None else "") or ""
-            level = _heading_level(style)
-            if level is not None and text:
+    body = document.element.body
+    for block in body.iterchildren(f"{_W}p", f"{_W}tbl"):
+        if block.tag == f"{_W}p":
+            text = _clean(Paragraph(block, document).text)
+            if not text:
+                continue
+            budget.take(text)
+            style_el = block.find(f"{_W}pPr/{_W}pStyle")
+            style_id = style_el.get(f"{_W}val") if style_el is not None else None
+            level = _heading_level(styles.get(style_id, default_name) if style_id else default_name)
+            if level is not None:
                 flush()
                 if level == 0:
                     doc_title = doc_title or text
                     path = []
                     continue
                 path = [p for p in path if p[0] < level] + [(level, text)]
-                lines.append(text)
-            elif text:
-                lines.append(text)
-        elif isinstance(block, Table):
-            for row in block.rows:
-                seen: list[str] = []
-                for cell in row.cells:
-                    c = _clean(cell.text)
-                    if c and c not in seen:
-                        seen.append(c)
-                if seen:
-                    lines.append(" | ".join(seen))
+            lines.append(text)
+        else:
+            lines.extend(budget.take(line) for line in _table_lines(block, document))
     flush()
     return ParsedDocument(title=doc_title or fallback_title, kind="docx", units=units, unit_label="sections")
 
