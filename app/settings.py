@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     refresh_seconds: float = Field(1.0, description="How often a worker checks for a newer index generation.")
     parse_timeout: float = Field(60.0, gt=0, description="Seconds one file may take to parse and chunk (in a "
                                  "worker process); past it the file is skipped. The slowest real lecture file "
-                                 "takes about 2 s.")
+                                 "takes 1.5-4 s.")
     parse_memory_mb: int = Field(1024, ge=64, description="MiB of memory a parse worker may add to its start-up "
                                  "size; past it the file is skipped (decompression and element bombs).")
     max_passages: int = Field(5000, ge=1, description="Passages one document may make; a larger one is skipped "

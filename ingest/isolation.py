@@ -14,6 +14,10 @@ collected and its heap trimmed), or after RECYCLE_CALLS files.
   an alarm of its own, so it ends even when its parent is gone.
 Either way the call raises ParseLimitExceeded, whose message names the limit and its setting.
 
+Defaults (Settings): 60 s, where the slowest file of the shared corpus (the 86-slide Harvard lecture 24 deck) parses
+and chunks in 1.5 s, 4 s on the loaded dev machine; 1024 MiB, where the most a worker grew over the corpus was
+193 MB (that deck, before its garbage was collected), and the 1 GiB flate stream of issue 10 does not fit.
+
 Cost, measured with bench/parse_isolation.py (the 52 files of the shared corpus parsed and chunked in this process
 and in a worker, alternating, three rounds each, in one run on the shared 2-core dev machine): best round 7.08 s
 isolated against 7.12 s in process (ratio 1.00; mean 8.0 s against 7.3 s, 1.09), identical 1,631 chunks; plus
