@@ -76,6 +76,8 @@ def _print_report(args: argparse.Namespace, settings: Settings, report: Report, 
                 print(f"  skipped   {f.name}: {f.reason}")
             elif f.status == "replaced":
                 print(f"  replaced  {f.name} ({f.chunks} chunks)")
+            if f.same_as:
+                print(f"  named     {f.name}: the same content as {f.same_as}, one document under both names")
         unchanged = sum(f.status == "unchanged" for f in report.files)
         print(f"documents: {report.documents} ingested, {unchanged} unchanged, {len(report.skipped)} skipped")
         print(f"pages/slides/sections: {report.units}   chunks: {report.chunks}   "
@@ -104,7 +106,9 @@ def cmd_documents(args: argparse.Namespace) -> int:
         print(json.dumps(docs, indent=2))
         return 0
     for d in docs:
-        print(f"{d['id']}  {d['type']:<8} {d['units']:>4} {d['unit_label']:<8} {d['chunks']:>4} chunks  {d['name']}")
+        also = f"  (also: {', '.join(d['also_named'])})" if d.get("also_named") else ""
+        print(f"{d['id']}  {d['type']:<8} {d['units']:>4} {d['unit_label']:<8} {d['chunks']:>4} chunks  {d['name']}"
+              f"{also}")
     print(f"{len(docs)} documents")
     return 0
 

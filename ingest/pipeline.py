@@ -1,8 +1,20 @@
-"""ingest(files) -> Report: read, check, parse, chunk, fold repeats, embed (with a cache), commit once."""
+"""ingest(files) -> Report: read, check, parse, chunk, fold repeats, embed (with a cache), commit once.
+
+Identity (see ingest.library): a file's name (its path relative to the folder given, or the uploaded name, as
+normalised by ingest.names) names one document; the document is the parse of the file's bytes as the type its
+name asks for. So the same name with the same bytes is `unchanged`, with other bytes `replaced`; the same
+bytes under another name are the same document, listed under both names; and the same bytes under a name of
+another type (lecture5.txt re-uploaded as lecture5.md) are a new parse, a document of their own, so a user can
+fix a wrong type without deleting first, and a folder holding both keeps both names. The old parse stays
+until it is deleted or its name is given other bytes: replacing it instead would make one name silently
+stand for a parse of another type. Two different files with one name in one batch: the first is ingested,
+the others are skipped with a reason; nothing is replaced silently.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -16,8 +28,9 @@ from ingest.chunking import Chunker
 from ingest.dedupe import NearDuplicates, link_near_duplicates, numbers_agree, word_bags
 from ingest.embedding import Embedder
 from ingest.errors import FileTooLarge, IngestError
-from ingest.library import ChunkRow, DocumentRecord, Library, now_iso
+from ingest.library import ChunkRow, DocumentRecord, Library, Writer, now_iso
 from ingest.loaders import SUPPORTED_SUFFIXES, kind_for_name
+from ingest.names import display_name
 from ingest.parse_job import FileParser, ParseSettings, tokenizer_json
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -41,6 +54,7 @@ class FileResult:
     units: int = 0
     chunks: int = 0
     replaced: list[str] = field(default_factory=list)
+    same_as: str | None = None  # another name of the same bytes: this name was added to that document
 
     def public(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "status": self.status, "document_id": self.document_id,
@@ -49,6 +63,8 @@ class FileResult:
             out["reason"] = self.reason
         if self.replaced:
             out["replaced"] = self.replaced
+        if self.same_as:
+            out["same_as"] = self.same_as
         return out
 
 
@@ -80,21 +96,40 @@ class Report:
 
 
 def collect_paths(paths: Iterable[str | Path]) -> tuple[list[SourceFile], list[FileResult]]:
-    """Files and folders (recursive) -> supported files named relative to the folder given; the rest reported."""
+    """Files and folders (recursive) -> supported files named relative to the folder given (ingest.names); the
+    rest reported. A folder's files never lead out of it: a symbolic link that resolves outside the folder is
+    skipped with a reason, and links to folders are not followed. A file named on the command line is read
+    wherever it points: the user chose it."""
     found: list[SourceFile] = []
     skipped: list[FileResult] = []
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
+            root = Path(os.path.realpath(p))
             for f in sorted(p.rglob("*")):
-                hidden = any(part.startswith(".") for part in f.relative_to(p).parts)
-                if f.is_file() and not hidden and f.suffix.lower() in SUPPORTED_SUFFIXES:
-                    found.append(SourceFile(name=f.relative_to(p).as_posix(), path=f, source=str(f)))
+                rel = f.relative_to(p)
+                if any(part.startswith(".") for part in rel.parts) or f.suffix.lower() not in SUPPORTED_SUFFIXES:
+                    continue
+                name = display_name(rel.as_posix()) or f"unnamed{f.suffix.lower()}"
+                target = Path(os.path.realpath(f))
+                if f.is_symlink() and not target.is_relative_to(root):
+                    skipped.append(FileResult(name, "skipped", reason=f"a symbolic link to {target}, outside "
+                                              f"{p}: links that leave the folder are not followed"))
+                elif f.is_file():
+                    found.append(SourceFile(name=name, path=f, source=str(f)))
         elif p.is_file():
-            found.append(SourceFile(name=p.name, path=p, source=str(p)))
+            found.append(SourceFile(name=display_name(p.name) or f"unnamed{p.suffix.lower()}", path=p,
+                                    source=str(p)))
         else:
             skipped.append(FileResult(name=str(raw), status="skipped", reason="no such file or folder"))
     return found, skipped
+
+
+def identity(name: str, data: bytes) -> tuple[str, str, str]:
+    """(document id, content, parsed_as): the id of the parse of `data` as the type `name` asks for."""
+    parsed_as = kind_for_name(name)
+    content = hashlib.sha256(data).hexdigest()[:16]
+    return hashlib.sha256(parsed_as.encode() + b"\0" + data).hexdigest()[:16], content, parsed_as
 
 
 def skipped(name: str, exc: Exception) -> FileResult:
@@ -127,6 +162,16 @@ class _Staged:
     result: FileResult
     doc: DocumentRecord
     chunks: list[ChunkRow]
+
+
+@dataclass
+class _Named:
+    """A file whose name is to point at the document (content, parsed_as): parsed here (`staged`), or stored
+    already / parsed for an earlier file of the batch (same bytes, another name)."""
+
+    result: FileResult
+    key: tuple[str, str]
+    staged: _Staged | None = None
 
 
 class Pipeline:
@@ -169,38 +214,15 @@ class Pipeline:
                _before_commit: Callable[[], None] | None = None) -> Report:
         start = time.perf_counter()
         report = Report()
-        staged: list[_Staged] = []
-        known = {d.id for d in self.library.documents()}
-        seen_ids: set[str] = set()
-        for i, f in enumerate(files):
-            try:
-                data = read_source(f, self.max_file_bytes)
-                doc_id = hashlib.sha256(data).hexdigest()[:16]
-                if doc_id in known or doc_id in seen_ids:
-                    report.files.append(FileResult(f.name, "unchanged", doc_id))
-                else:
-                    staged.append(self._stage(f, data, doc_id))
-                    seen_ids.add(doc_id)
-            except Exception as exc:  # a parser bug on a hostile file must not sink the batch either
-                report.files.append(skipped(f.name, exc))
-            if progress:
-                progress("parse", i + 1, len(files))
+        plans = self._plan(files, report, progress)
+        staged = [n.staged for n in plans if n.staged is not None]
         if staged:
             report.embedded = self._embed(staged, progress)
         try:
             with self.library.writer(timeout=lock_timeout, on_wait=on_lock_wait) as w:
-                before = self.library.snapshot().collapsed if staged else 0
-                for s in staged:
-                    if w.has_document(s.doc.id):  # a concurrent writer got there first
-                        s.result.status = "unchanged"
-                        s.result.units = s.result.chunks = 0
-                        continue
-                    for old in w.documents_named(s.doc.name):
-                        w.delete_document(old)
-                        s.result.status = "replaced"
-                        s.result.replaced.append(old)
-                    s.doc.ingested_at = now_iso()
-                    w.add_document(s.doc, s.chunks)
+                before = self.library.snapshot().collapsed if plans else 0
+                for n in plans:
+                    self._commit_name(w, n)
                 if _before_commit is not None:
                     w.on_before_commit(_before_commit)
             snap = w.snapshot or self.library.snapshot(force_check=True)
@@ -208,17 +230,79 @@ class Pipeline:
             report.generation = snap.generation
         except Exception as exc:
             report.error = f"the index could not be written: {exc}"
-            for s in staged:
-                s.result.status = "skipped"
-                s.result.reason = report.error
-        report.files.extend(s.result for s in staged)
+            for n in plans:
+                n.result.status = "skipped"
+                n.result.reason = report.error
+                n.result.units = n.result.chunks = 0
+        report.files.extend(n.result for n in plans)
         report.files.sort(key=lambda r: r.name)
-        done = [s for s in staged if s.result.status in ("ingested", "replaced")]
+        done = [f for f in report.files if f.status in ("ingested", "replaced")]
         report.documents = len(done)
-        report.units = sum(s.result.units for s in done)
-        report.chunks = sum(s.result.chunks for s in done)
+        report.units = sum(f.units for f in done)
+        report.chunks = sum(f.chunks for f in done)
         report.seconds = time.perf_counter() - start
         return report
+
+    def _plan(self, files: list[SourceFile], report: Report, progress: Progress | None) -> list[_Named]:
+        """Read every file and parse those whose (bytes, type) the library lacks; no lock held. Unchanged and
+        unreadable files go straight into the report."""
+        names = self.library.names()
+        stored = {(d.content, d.parsed_as): d.id for d in self.library.documents()}
+        batch: dict[str, tuple[str, str]] = {}  # name -> key, for this batch
+        parsed: dict[tuple[str, str], _Staged] = {}
+        plans: list[_Named] = []
+        for i, f in enumerate(files):
+            try:
+                data = read_source(f, self.max_file_bytes)
+                doc_id, content, parsed_as = identity(f.name, data)
+                key = (content, parsed_as)
+                if f.name in batch:
+                    if batch[f.name] != key:
+                        raise IngestError("another file of this batch has the same name: ingest their common "
+                                          "folder, or rename one (an upload may name a folder: folder/name)")
+                    report.files.append(FileResult(f.name, "unchanged", stored.get(key, doc_id)))
+                elif key in stored and names.get(f.name) == stored[key]:
+                    report.files.append(FileResult(f.name, "unchanged", stored[key]))
+                elif key in stored or key in parsed:
+                    plans.append(_Named(FileResult(f.name, "ingested", stored.get(key, doc_id)), key))
+                else:
+                    s = self._stage(f, data, doc_id)
+                    s.doc.content, s.doc.parsed_as = key
+                    parsed[key] = s
+                    plans.append(_Named(s.result, key, s))
+                batch[f.name] = key
+            except Exception as exc:  # a parser bug on a hostile file must not sink the batch either
+                report.files.append(skipped(f.name, exc))
+            if progress:
+                progress("parse", i + 1, len(files))
+        return plans
+
+    @staticmethod
+    def _commit_name(w: Writer, n: _Named) -> None:
+        """Inside the write transaction: store the parse if no one has, then point the name at it."""
+        r = n.result
+        doc_id = w.document_with(*n.key)
+        if doc_id is None and n.staged is None:
+            r.status, r.reason = "skipped", "a document with the same content was deleted meanwhile; try again"
+            return
+        if doc_id is None:
+            assert n.staged is not None
+            n.staged.doc.ingested_at = now_iso()
+            w.add_document(n.staged.doc, n.staged.chunks)
+            doc_id = n.staged.doc.id
+        else:
+            r.units = r.chunks = 0  # stored before: by an earlier file of this batch, or a concurrent writer
+        if w.document_named(r.name) == doc_id:
+            r.status = "unchanged"
+        else:
+            others = w.names_of(doc_id)
+            old = w.name_document(r.name, doc_id)
+            if old is not None:
+                r.status = "replaced"
+                r.replaced.append(old)
+            if others:
+                r.same_as = others[0]
+        r.document_id = doc_id
 
     def _embed(self, staged: list[_Staged], progress: Progress | None) -> int:
         todo: dict[str, list[ChunkRow]] = {}

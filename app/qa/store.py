@@ -68,7 +68,7 @@ class LocalStore:
             p = snap.passages[h.row]
             places = [{"document_id": p.doc_id, "location": p.location}, *p.also_at]
             if wanted and p.doc_id not in wanted:  # cite the place in a document that was asked for
-                first = next(i for i, a in enumerate(places) if a["document_id"] in wanted)
+                first = next((i for i, a in enumerate(places) if a["document_id"] in wanted), 0)
                 places.insert(0, places.pop(first))
             refs = []
             for a in places:

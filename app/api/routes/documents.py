@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import re
-import unicodedata
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, HTTPException, Request, UploadFile, status
@@ -11,16 +9,17 @@ from app.api.deps import AdminDep, KeyDep, ServiceDep, SettingsDep, can_write
 from app.api.schemas import DocumentPublic, DocumentsPublic, UploadResponse, error_responses
 from ingest.errors import UnsupportedFileType
 from ingest.loaders import kind_for_name
+from ingest.names import display_name
 from ingest.pipeline import SourceFile
 
 router = APIRouter(prefix="/api/v1", tags=["documents"])
 
 
 def safe_name(raw: str | None) -> str:
-    """The file's base name only, without control characters or path tricks."""
-    name = unicodedata.normalize("NFC", (raw or "").replace("\\", "/").split("/")[-1])
-    name = re.sub(r"[\x00-\x1f\x7f]", "", name).strip().lstrip(".")
-    return name[:200] or "upload"
+    """The uploaded file name as the document's name (ingest.names.display_name): a relative path is kept
+    (`filename=week2/slides.pdf` names week2/slides.pdf, so two index.md files can both be uploaded), without
+    "..", a leading "/", control, bidi-override or zero-width characters; long names keep their extension."""
+    return display_name(raw or "") or "upload"
 
 
 @router.get("/documents", response_model=DocumentsPublic, summary="List indexed documents",
