@@ -10,6 +10,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
+# onnxruntime (1.32 on Linux) starts Microsoft's 1DS telemetry when it is imported: it wrote
+# ~/.cache/Microsoft/DeveloperTools/.onnxruntime/{deviceid,onnxruntime.db} on every run (found by running the
+# CLI with HOME=/tmp/fakehome). ORT_DISABLE_TELEMETRY=1, set before the import, stops it (nothing is written);
+# ort.disable_telemetry_events() after the import does not. Set here, before any onnxruntime import of this
+# process and inherited by the processes it starts; a value the user set is kept.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 
 class Embedder(Protocol):
     name: str
