@@ -44,7 +44,7 @@ bench: setup
 
 eval: setup
 	$(BIN)/lecture-qa ingest ../shared/corpus --data-dir ./data-corpus --quiet
-	$(BIN)/lecture-qa eval ../shared/eval/dev.jsonl --data-dir ./data-corpus
+	$(BIN)/lecture-qa eval ../shared/eval/dev.jsonl ../shared/eval/dev2.jsonl --data-dir ./data-corpus
 
 clean:
 	rm -rf $(VENV) data data-corpus test-output .pytest_cache .mypy_cache .ruff_cache
