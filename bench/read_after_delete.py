@@ -71,7 +71,11 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--searches-per-delete", type=int, default=10)
     args = parser.parse_args()
-    data_dir = Path(tempfile.mkdtemp(prefix="lecture-qa-rad-")) / "data"
+    with tempfile.TemporaryDirectory(prefix="lecture-qa-rad-") as tmp:
+        return run(args, Path(tmp) / "data")
+
+
+def run(args: argparse.Namespace, data_dir: Path) -> int:
     env = {**os.environ, "LECTURE_QA_DATA_DIR": str(data_dir)}
     subprocess.run([sys.executable, "-m", "app.cli", "ingest", str(ROOT / "examples" / "lectures"), "--quiet"],
                    cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
