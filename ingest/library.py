@@ -205,15 +205,15 @@ def _fsync_dir(path: Path) -> None:
 class Library:
     """Opens (and creates) a data directory. Cheap to construct; no model or index is loaded here.
 
-    Every `snapshot()` reads SQLite's generation (one primary-key read on a connection kept per thread) and
-    loads the newer generation before answering when there is one, so a delete or an ingest is seen by every
-    reader in every worker as soon as its call returned. Measured with bench/read_after_delete.py on the 2
-    shared cores (corpus library, 52 documents): 9-23 us a check on the kept connection under a load average
-    of 5-6 from other jobs, 6.7 us on a quieter run (snapshot() with it: 7-27 us, unchecked 0.3 us), 300-810 us
-    when a connection is opened for it; one query embedding took 8.7 ms under that load (about 4 ms idle), so a search costs 0.1-0.3% more.
-    Over 60 s with 2 workers, 0 of 560 searches sent right after a DELETE returned held the deleted document;
-    with the old check at most every `refresh_seconds` (1 s), 192 of 800 did. `refresh_seconds` is accepted
-    for older callers and delays nothing any more.
+    Every `snapshot()` reads SQLite's generation (one primary-key read on a connection kept per thread) and loads
+    the newer generation before answering when there is one, so a delete or an ingest is seen by every reader in
+    every worker as soon as its call returned. Measured with bench/read_after_delete.py on the 2 shared cores
+    (corpus library, 52 documents): 9-23 us a check on the kept connection under a load average of 5-6 from other
+    jobs, 6.7 us on a quieter run (snapshot() with it: 7-27 us, unchecked 0.3 us), 300-810 us when a connection is
+    opened for it; one query embedding took 8.7 ms under that load (about 4 ms idle), so a search costs 0.1-0.3%
+    more. Over 60 s with 2 workers, 0 of 560 searches sent right after a DELETE returned held the deleted document;
+    with the old check at most every `refresh_seconds` (1 s), 192 of 800 did. `refresh_seconds` is accepted for
+    older callers and delays nothing any more.
     """
 
     def __init__(self, data_dir: str | Path, *, dim: int = 384, refresh_seconds: float = 0.0) -> None:
