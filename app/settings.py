@@ -45,7 +45,7 @@ class Settings(BaseSettings):
 
     max_upload_mb: float = Field(50.0, description="Largest accepted file, in MiB.")
     max_unpacked_mb: float = Field(500.0, description="Largest uncompressed size of a PPTX/DOCX archive, in MiB.")
-    refresh_seconds: float = Field(1.0, description="How often a worker checks for a newer index generation.")
+    refresh_seconds: float = Field(0.0, description="Kept for compatibility: every search checks the generation.")
     parse_timeout: float = Field(60.0, gt=0, description="Seconds one file may take to parse and chunk (in a "
                                  "worker process); past it the file is skipped. The slowest real lecture file "
                                  "takes 1.5-4 s.")
