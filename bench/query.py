@@ -17,7 +17,6 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
+from served import served
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -150,20 +149,7 @@ def main() -> int:
     if not (data_dir / "library.sqlite3").exists():
         subprocess.run([sys.executable, "-m", "app.cli", "ingest", args.corpus, "--quiet"], cwd=ROOT, env=env,
                        check=True, stdout=subprocess.DEVNULL)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers",
-                               str(args.workers), "--log-level", "warning"], cwd=ROOT, env=env)
-    try:
-        for _ in range(600):
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
+    with served(env, workers=args.workers) as (url, _):
         results = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "server_workers": args.workers,
                    "backend": args.backend, "sentence_cache": env.get("LECTURE_QA_SENTENCE_CACHE", "default"),
                    "embed_one_query_ms_in_process": embed_time_ms(args.backend), "search": [], "ask": []}
@@ -176,9 +162,6 @@ def main() -> int:
         results["search_p50_over_embed"] = round(results["search"][0]["p50_ms"]
                                                  / results["embed_one_query_ms_in_process"], 2)
         print(json.dumps(results, indent=2))
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
     return 0
 
 

@@ -18,7 +18,6 @@ import http.client
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,7 @@ import time
 from pathlib import Path
 
 import httpx
+from served import served
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -79,22 +79,10 @@ def run(args: argparse.Namespace, data_dir: Path) -> int:
     env = {**os.environ, "LECTURE_QA_DATA_DIR": str(data_dir)}
     subprocess.run([sys.executable, "-m", "app.cli", "ingest", str(ROOT / "examples" / "lectures"), "--quiet"],
                    cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers",
-                               str(args.workers), "--log-level", "warning"], cwd=ROOT, env=env)
     deletes = searches = stale = 0
     latencies: list[float] = []
-    try:
-        for _ in range(600):
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
+    with served(env, workers=args.workers) as (url, _):
+        port = int(url.rsplit(":", 1)[1])
         end = time.monotonic() + args.seconds
         while time.monotonic() < end:
             word = f"zq{deletes:05d}x"
@@ -113,9 +101,6 @@ def run(args: argparse.Namespace, data_dir: Path) -> int:
                 places = [r["document"]["id"] for r in body["results"]]
                 places += [a["document"]["id"] for r in body["results"] for a in r["also_at"]]
                 stale += doc_id in places
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
     result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "server_workers": args.workers,
               "seconds": args.seconds, "deletes": deletes, "searches_after_delete": searches, "stale": stale,
               "search_p50_ms_new_connection": round(statistics.median(latencies), 2) if latencies else None,

@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,18 +25,13 @@ from collections import defaultdict
 from pathlib import Path
 
 import httpx
+from served import served
 
 ROOT = Path(__file__).resolve().parents[1]
 QUESTIONS = ["What does the forget gate do?", "Why do gradients vanish in RNNs?", "What is attention?",
              "How does a GRU differ from an LSTM?", "What is teacher forcing?", "What is backpropagation through time?",
              "What is the context vector of a seq2seq model?", "How are attention weights computed?"]
 _PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def tree_rss_mb(root: int) -> float:
@@ -144,23 +138,7 @@ def main() -> int:
         env = {**os.environ, "LECTURE_QA_DATA_DIR": str(data)}
         subprocess.run([sys.executable, "-m", "app.cli", "ingest", str(ROOT / "examples" / "lectures"), "--quiet"],
                        cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
-        port = free_port()
-        log = open(Path(tmp) / "server.log", "w")  # noqa: SIM115 - closed below
-        server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port",
-                                   str(port), "--log-level", "warning"], cwd=ROOT, env=env, stdout=log,
-                                  stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.time() + 180
-            while True:
-                try:
-                    if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.time() > deadline or server.poll() is not None:
-                    raise SystemExit(f"server did not start: {(Path(tmp) / 'server.log').read_text()[-2000:]}")
-                time.sleep(0.3)
+        with served(env) as (url, server):
             samples: list[tuple[float, float]] = []
             soak = Soak(url, args.seed)
             stop = threading.Event()
@@ -181,13 +159,6 @@ def main() -> int:
             for t in threads:
                 t.join(150)
             alive = server.poll() is None and httpx.get(f"{url}/readyz", timeout=10).status_code == 200
-        finally:
-            server.terminate()
-            try:
-                server.wait(20)
-            except subprocess.TimeoutExpired:
-                server.kill()
-            log.close()
 
     window = min(60.0, max((args.seconds - args.warmup) / 2, args.sample))
     first = [m for t, m in samples if args.warmup <= t < args.warmup + window]
