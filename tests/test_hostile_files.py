@@ -274,6 +274,11 @@ def test_server_survives_bombs(tmp_path):
         hits = httpx.post(f"{srv.url}/api/v1/search", json={"query": "what does the forget gate do?"},
                           timeout=60).json()["results"]
         assert hits and "forget" in hits[0]["text"].lower()
+        docs = httpx.get(f"{srv.url}/api/v1/documents", timeout=30).json()["documents"]
+        deck = next(d["id"] for d in docs if d["name"].endswith(".pptx"))
+        only = httpx.post(f"{srv.url}/api/v1/search", json={"query": "forget gate", "document_ids": [deck]},
+                          timeout=60).json()["results"]
+        assert only and {r["document"]["id"] for r in only} == {deck}  # the id filter still finds its passages
         assert len(samples) > 3 and peak - baseline < 1.5 * 2**30, (baseline, peak)
     finally:
         stop.set()
