@@ -27,7 +27,6 @@ from ingest.textnorm import keyword_tokens
 RERANK_CANDIDATES = 12
 LATE_WEIGHT = 0.5
 NAMED_BOOST = 0.6  # added to the fused and the final score of a named document's passages (0.6: best MRR of 0-1.0)
-PER_DOC_CAP = 0
 
 
 @dataclass
@@ -50,20 +49,6 @@ def _rows_with(snap: Snapshot) -> Callable[[str], Sequence[int]]:
     return rows
 
 
-def _spread(rows: np.ndarray, docs: list[str], top_k: int, cap: int) -> np.ndarray:
-    """An order of `rows` whose first top_k hold at most `cap` passages of one document while others wait."""
-    first: list[int] = []
-    later: list[int] = []
-    count: dict[str, int] = {}
-    for i, d in enumerate(docs):
-        if count.get(d, 0) < cap and len(first) < top_k:
-            first.append(i)
-            count[d] = count.get(d, 0) + 1
-        else:
-            later.append(i)
-    return np.asarray(first + later, dtype=int)
-
-
 def _scale(scores: np.ndarray) -> np.ndarray:
     top = float(scores.max())
     mid = float(np.median(scores))
@@ -81,7 +66,6 @@ class Retriever:
         self.max_exhaustive = max_exhaustive
         self.candidates = candidates
         self.named_boost = NAMED_BOOST
-        self.per_doc_cap = PER_DOC_CAP
         self._names: tuple[int, SourceNames] | None = None
 
     def source_names(self, snap: Snapshot) -> SourceNames:
@@ -147,9 +131,6 @@ class Retriever:
         if late is not None:
             scores = (1 - LATE_WEIGHT) * scores + LATE_WEIGHT * _scale(late) + LATE_WEIGHT * boost[best]
             order = np.argsort(-scores, kind="stable")
-            best, scores = best[order], scores[order]
-        if self.per_doc_cap:
-            order = _spread(best, [snap.passages[r].doc_id for r in best], top_k, self.per_doc_cap)
             best, scores = best[order], scores[order]
         return [Hit(int(r), float(s), float(dense[r])) for r, s in zip(best[:top_k], scores[:top_k], strict=True)]
 
