@@ -73,8 +73,8 @@ function escapeRegExp(text) {
   return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
 
-function highlight(container, text, quotes) {
-  // Wrap each cited sentence of the passage in <mark>; tolerant of line breaks and spacing differences.
+function matchQuotes(text, quotes) {
+  // [start, end) of each cited sentence in the text; tolerant of line breaks, spacing and Markdown marks.
   const ranges = [];
   for (const quote of quotes) {
     for (const sentence of quote.split(/(?<=[.!?])\s+/)) {
@@ -84,6 +84,12 @@ function highlight(container, text, quotes) {
       if (match) ranges.push([match.index, match.index + match[0].length]);
     }
   }
+  return ranges;
+}
+
+function highlight(container, text, quotes) {
+  // Plain-text fallback: wrap each cited sentence of the passage in <mark>.
+  const ranges = matchQuotes(text, quotes);
   ranges.sort((a, b) => a[0] - b[0]);
   let at = 0;
   for (const [start, end] of ranges) {
@@ -97,8 +103,164 @@ function highlight(container, text, quotes) {
   container.append(document.createTextNode(text.slice(at)));
 }
 
+// ---------- rendering: Markdown and math ----------
+//
+// markdown-it (vendor/markdown-it.min.js) with `html: false` escapes every HTML tag in a document, which then
+// shows as text: nothing from a document reaches the DOM as markup, which is why there is no separate
+// sanitizer (DOMPurify) here: one library fewer. Links are kept only for http(s), mailto and #fragments, and
+// images are turned off (an image would be fetched from wherever the document points). Math is cut out before
+// Markdown sees it (the rules below run at `$` ahead of emphasis), so `$W_h$` never turns into emphasis, and is
+// rendered by KaTeX (vendor/katex.min.js; trust off, so no \href or \includegraphics). Without the vendored
+// scripts the page falls back to plain text.
+
+const md = window.markdownit ? makeMarkdown(window.markdownit) : null;
+
+function escapeHtml(text) {
+  return text.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+}
+
+function tex(source, display) {
+  if (window.katex) {
+    try {
+      return window.katex.renderToString(source, {
+        displayMode: display, throwOnError: false, output: "htmlAndMathml", trust: false, strict: "ignore",
+        maxExpand: 500,
+      });
+    } catch (_) { /* falls back to the source */ }
+  }
+  const fence = display ? "$$" : "$";
+  return `<code class="math-source">${escapeHtml(fence + source + fence)}</code>`;
+}
+
+function mathInline(state, silent) {
+  // $...$ (Pandoc's rule: no space just inside the dollars, no digit right after the closing one, so "$5 and
+  // $10" stays text) and $$...$$ inside a line, e.g. "given by: $$h_t = ...$$." in an answer.
+  const src = state.src;
+  const start = state.pos;
+  if (src.charCodeAt(start) !== 0x24) return false;
+  const display = src.charCodeAt(start + 1) === 0x24;
+  const width = display ? 2 : 1;
+  let end;
+  if (display) {
+    end = src.indexOf("$$", start + 2);
+    if (end < 0) return false;
+  } else {
+    if (!src[start + 1] || /\s/.test(src[start + 1])) return false;
+    end = start + 1;
+    do {
+      end = src.indexOf("$", end + 1);
+    } while (end > 0 && src[end - 1] === "\\");
+    if (end < 0 || /\s/.test(src[end - 1]) || /\d/.test(src[end + 1] || "")) return false;
+  }
+  let content = src.slice(start + width, end);
+  if (!content.trim()) return false;
+  let after = end + width;
+  if (display && /[.,;]/.test(src[after] || "")) {
+    content += `\\,${src[after]}`; // "... $$x = y$$." keeps its full stop with the equation, not on the next line
+    after += 1;
+  }
+  if (!silent) {
+    const token = state.push(display ? "math_display" : "math_inline", "math", 0);
+    token.content = content;
+    token.markup = display ? "$$" : "$";
+  }
+  state.pos = after;
+  return true;
+}
+
+function mathBlock(state, startLine, endLine, silent) {
+  // A line that starts with $$: up to the line that ends with $$ (the same line for "$$ x $$").
+  if (state.sCount[startLine] - state.blkIndent >= 4) return false;
+  let pos = state.bMarks[startLine] + state.tShift[startLine];
+  let max = state.eMarks[startLine];
+  if (state.src.slice(pos, pos + 2) !== "$$") return false;
+  const first = state.src.slice(pos + 2, max).trim();
+  let content = "";
+  let last = startLine;
+  if (first.length > 2 && first.endsWith("$$")) {
+    content = first.slice(0, -2);
+    if (content.includes("$$")) return false; // "$$a$$ and $$b$$": inline
+  } else if (first.includes("$$")) {
+    return false; // "$$a$$ and more text": inline math in a paragraph
+  } else {
+    const lines = [first];
+    let found = false;
+    for (last = startLine + 1; last < endLine; last++) {
+      pos = state.bMarks[last] + state.tShift[last];
+      max = state.eMarks[last];
+      if (pos < max && state.sCount[last] < state.blkIndent) break;
+      const line = state.src.slice(pos, max).trim();
+      if (line.endsWith("$$")) {
+        lines.push(line.slice(0, -2));
+        found = true;
+        break;
+      }
+      lines.push(line);
+    }
+    if (!found) return false;
+    content = lines.join("\n");
+  }
+  if (!content.trim()) return false;
+  if (silent) return true;
+  state.line = last + 1;
+  const token = state.push("math_block", "math", 0);
+  token.block = true;
+  token.content = content;
+  token.markup = "$$";
+  token.map = [startLine, state.line];
+  return true;
+}
+
+function citeMarker(state, silent) {
+  // An answer's [n] becomes a link to its numbered source (env: turnId, sourceCount).
+  const env = state.env || {};
+  if (!env.turnId || state.src.charCodeAt(state.pos) !== 0x5b) return false;
+  const m = /^\[(\d{1,3})\]/.exec(state.src.slice(state.pos, state.pos + 6));
+  if (!m) return false;
+  const n = Number(m[1]);
+  if (n < 1 || n > env.sourceCount) return false;
+  if (!silent) state.push("cite", "a", 0).meta = { n };
+  state.pos += m[0].length;
+  return true;
+}
+
+function makeMarkdown(markdownit) {
+  const parser = markdownit({ html: false, linkify: false, typographer: false, breaks: true });
+  parser.disable(["image"]);
+  parser.validateLink = (url) => /^(https?:|mailto:|#)/i.test(url.trim());
+  parser.inline.ruler.before("escape", "math_inline", mathInline);
+  parser.inline.ruler.before("link", "cite", citeMarker);
+  parser.block.ruler.before("fence", "math_block", mathBlock,
+    { alt: ["paragraph", "reference", "blockquote", "list"] });
+  const rules = parser.renderer.rules;
+  rules.math_inline = (tokens, i) => tex(tokens[i].content, false);
+  rules.math_display = (tokens, i) => tex(tokens[i].content, true);
+  rules.math_block = (tokens, i) => `<div class="math-block">${tex(tokens[i].content, true)}</div>\n`;
+  rules.cite = (tokens, i, _options, env) => {
+    const n = tokens[i].meta.n;
+    return `<a href="#src-${env.turnId}-${n}" class="cite" aria-label="source ${n}">[${n}]</a>`;
+  };
+  rules.link_open = (tokens, i, options, _env, self) => {
+    tokens[i].attrSet("rel", "noopener noreferrer nofollow");
+    tokens[i].attrSet("target", "_blank");
+    return self.renderToken(tokens, i, options);
+  };
+  return parser;
+}
+
+function renderMarkdown(node, text, env = {}) {
+  node.classList.remove("plain");
+  node.innerHTML = md.render(text, env); // markdown-it output: document HTML escaped (see above)
+}
+
 function renderAnswer(node, text, turnId, sourceCount) {
   node.textContent = "";
+  node.classList.remove("streaming");
+  if (md) {
+    renderMarkdown(node, text, { turnId, sourceCount });
+    return;
+  }
+  node.classList.add("plain");
   const parts = text.split(/(\[\d+\])/);
   for (const part of parts) {
     const m = /^\[(\d+)\]$/.exec(part);
@@ -116,6 +278,194 @@ function renderAnswer(node, text, turnId, sourceCount) {
   }
 }
 
+const BLOCKS = new Set(["P", "LI", "DIV", "H1", "H2", "H3", "H4", "H5", "H6", "TR", "TD", "TH", "PRE",
+  "BLOCKQUOTE", "UL", "OL", "TABLE"]);
+
+function highlightRendered(container, quotes) {
+  // Marks the cited sentences in a rendered passage: the passage's text nodes are read as one string (a line
+  // break for each <br> and block, each formula as its TeX source), the sentences matched in it, and the
+  // matching parts of the text nodes wrapped in <mark>.
+  const pieces = [];
+  let flat = "";
+  const walk = (parent) => {
+    for (const child of parent.childNodes) {
+      if (child.nodeType === Node.TEXT_NODE) {
+        pieces.push({ node: child, start: flat.length });
+        flat += child.data;
+      } else if (child.nodeType === Node.ELEMENT_NODE) {
+        if (child.classList.contains("katex-display") || child.classList.contains("katex")) {
+          const annotation = child.querySelector("annotation");
+          const fence = child.classList.contains("katex-display") ? "$$" : "$";
+          flat += annotation ? fence + annotation.textContent + fence : " ";
+        } else if (child.tagName === "BR") {
+          flat += "\n";
+        } else {
+          const block = BLOCKS.has(child.tagName);
+          if (block) flat += "\n";
+          walk(child);
+          if (block) flat += "\n";
+        }
+      }
+    }
+  };
+  walk(container);
+  const ranges = matchQuotes(flat, quotes).sort((a, b) => a[0] - b[0]);
+  const merged = [];
+  for (const range of ranges) {
+    const last = merged[merged.length - 1];
+    if (last && range[0] <= last[1]) last[1] = Math.max(last[1], range[1]);
+    else merged.push([...range]);
+  }
+  const segments = [];
+  for (const [from, to] of merged) {
+    for (const { node, start } of pieces) {
+      const a = Math.max(from, start) - start;
+      const b = Math.min(to, start + node.data.length) - start;
+      if (a < b && node.data.slice(a, b).trim()) segments.push({ node, a, b });
+    }
+  }
+  segments.sort((x, y) => y.a - x.a); // later parts of a text node first: earlier offsets stay valid
+  for (const { node, a, b } of segments) {
+    const range = document.createRange();
+    range.setStart(node, a);
+    range.setEnd(node, b);
+    range.surroundContents(document.createElement("mark"));
+  }
+}
+
+// A passage's last line that is only "Source:" or "Image source:" (nothing after it but perhaps a URL): the
+// slide's credit line, cut off by chunking. Shown without it; retrieval keeps the text as it is.
+const DANGLING_SOURCE = /(?:^|\n|(?<=[.!?:;)])[ \t]+)[ \t]*(?:[-*][ \t]+)?(?:image[ \t]+)?source[ \t]*:[ \t]*(?:<?(?:https?:\/\/|www\.)\S*>?)?[ \t]*$/i;
+
+function trimDangling(text) {
+  let out = text.trimEnd();
+  for (;;) {
+    const next = out.replace(DANGLING_SOURCE, "").trimEnd();
+    if (next === out) return out;
+    out = next;
+  }
+}
+
+function sameLocation(a, b) {
+  return a.document.id === b.document.id && JSON.stringify(a.location) === JSON.stringify(b.location);
+}
+
+function dedupeSources(sources) {
+  // "Closest passages" lists each text once; a copy elsewhere joins the first one's "Also at".
+  const kept = new Map();
+  for (const source of sources) {
+    const key = trimDangling(source.text).replace(/\s+/g, " ").trim().toLowerCase();
+    const first = kept.get(key);
+    if (!first) {
+      kept.set(key, { ...source, also_at: [...(source.also_at || [])] });
+      continue;
+    }
+    for (const place of [{ document: source.document, location: source.location }, ...(source.also_at || [])]) {
+      if (!sameLocation(place, first) && !first.also_at.some((a) => sameLocation(a, place))) first.also_at.push(place);
+    }
+  }
+  return [...kept.values()];
+}
+
+// ---------- slide and page previews ----------
+
+const previews = new Map(); // key + URL -> Promise of a blob: URL or null
+const PREVIEW_WAIT_MS = 120_000;
+
+function pageNumber(location) {
+  const n = location ? (location.slide ?? location.page) : undefined;
+  return Number.isInteger(n) && n >= 1 ? n : null;
+}
+
+function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+async function fetchPreview(url) {
+  // The image needs the API key, which an <img src> cannot send: fetched here, shown from a blob: URL.
+  // 404 (no pages in this format, or no such page) or anything else unexpected: no preview, quietly.
+  // 503 (not rendered yet): asked again after Retry-After, for at most PREVIEW_WAIT_MS.
+  const deadline = Date.now() + PREVIEW_WAIT_MS;
+  for (;;) {
+    let response;
+    try {
+      response = await fetch(url, { headers: authHeaders() });
+    } catch (_) {
+      return null;
+    }
+    if (response.status === 503 && Date.now() < deadline) {
+      const after = Number(response.headers.get("Retry-After"));
+      await sleep(1000 * Math.min(Math.max(Number.isFinite(after) ? after : 2, 1), 10));
+      continue;
+    }
+    const type = response.headers.get("Content-Type") || "";
+    if (!response.ok || !type.startsWith("image/")) return null;
+    return URL.createObjectURL(await response.blob());
+  }
+}
+
+function preview(doc, n, size) {
+  const url = `/api/v1/documents/${encodeURIComponent(doc.id)}/pages/${n}?size=${size}`;
+  const key = `${state.key}\n${url}`;
+  if (!previews.has(key)) {
+    const promise = fetchPreview(url);
+    previews.set(key, promise);
+    promise.then((blobUrl) => { if (!blobUrl) previews.delete(key); });
+  }
+  return previews.get(key);
+}
+
+function placeLabel(place) {
+  const doc = place.document;
+  return `${doc.name || doc.title}, ${locationLabel(place.location)}`;
+}
+
+function addThumbnail(container, place, extraClass = "") {
+  // A button holding the slide's or page's image, added only once the image has loaded (no broken-image
+  // icon); its alt text names the document and location; Enter or a click shows it large.
+  const n = pageNumber(place.location);
+  if (!n) return;
+  const label = placeLabel(place);
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = `thumb ${extraClass}`.trim();
+  button.hidden = true;
+  button.setAttribute("aria-haspopup", "dialog");
+  const img = document.createElement("img");
+  img.alt = label;
+  const hint = document.createElement("span");
+  hint.className = "sr-only";
+  hint.textContent = " (enlarge)";
+  button.append(img, hint);
+  container.append(button);
+  preview(place.document, n, "thumb").then(async (blobUrl) => {
+    if (!blobUrl) { button.remove(); return; }
+    img.src = blobUrl;
+    try {
+      await img.decode();
+    } catch (_) {
+      button.remove();
+      return;
+    }
+    button.hidden = false;
+    button.addEventListener("click", () => enlarge(place, blobUrl, button));
+  });
+}
+
+async function enlarge(place, thumbUrl, opener) {
+  const dialog = $("#preview-dialog");
+  const img = dialog.querySelector("img");
+  const label = placeLabel(place);
+  img.alt = label;
+  img.src = thumbUrl;
+  dialog.querySelector("figcaption").textContent = label;
+  dialog.returnFocusTo = opener;
+  dialog.dataset.showing = label;
+  if (!dialog.open) dialog.showModal();
+  const full = await preview(place.document, pageNumber(place.location), "full");
+  if (full && dialog.open && dialog.dataset.showing === label) img.src = full;
+}
+
 function renderSources(list, sources, citations, turnId) {
   list.textContent = "";
   sources.forEach((source, i) => {
@@ -125,17 +475,35 @@ function renderSources(list, sources, citations, turnId) {
     item.tabIndex = -1;
     const where = document.createElement("div");
     where.className = "source-where";
-    where.textContent = `${source.document.name || source.document.title}, ${locationLabel(source.location)}`;
+    where.textContent = placeLabel(source);
+    const body = document.createElement("div");
+    body.className = "source-body";
+    addThumbnail(body, source);
     const passage = document.createElement("div");
     passage.className = "source-text";
     const quotes = citations.filter((c) => c.n === n).map((c) => c.quote);
-    highlight(passage, source.text, quotes);
-    item.append(where, passage);
+    const text = trimDangling(source.text);
+    if (md) {
+      renderMarkdown(passage, text);
+      highlightRendered(passage, quotes);
+    } else {
+      passage.classList.add("plain");
+      highlight(passage, text, quotes);
+    }
+    body.append(passage);
+    item.append(where, body);
     if (source.also_at && source.also_at.length) {
       const also = document.createElement("div");
       also.className = "also";
-      const places = source.also_at.map((a) => `${a.document.name}, ${locationLabel(a.location)}`);
-      also.textContent = `Also at: ${places.join("; ")}`;
+      also.append(document.createTextNode("Also at: "));
+      const places = document.createElement("ul");
+      for (const place of source.also_at) {
+        const entry = document.createElement("li");
+        entry.append(document.createTextNode(placeLabel(place)));
+        addThumbnail(entry, place, "small");
+        places.append(entry);
+      }
+      also.append(places);
       item.append(also);
     }
     list.append(item);
@@ -187,6 +555,7 @@ async function ask(question) {
     buffer = parseEvents(buffer + decoder.decode(value, { stream: true }), (event, data) => {
       if (event === "delta") {
         streamed += data.text;
+        answer.classList.add("streaming");
         answer.textContent = streamed;
       } else if (event === "done") {
         final = data;
@@ -204,7 +573,8 @@ async function ask(question) {
     turn.querySelector(".not-covered").hidden = false;
     turn.querySelector(".sources-title").textContent = "Closest passages";
   }
-  renderSources(turn.querySelector(".sources"), final.sources, final.citations, turnId);
+  const sources = final.grounded ? final.sources : dedupeSources(final.sources);
+  renderSources(turn.querySelector(".sources"), sources, final.citations, turnId);
   const t = final.timings_ms || {};
   const note = final.llm_error ? ` ${final.llm_error}.` : "";
   turn.querySelector(".timing").textContent =
@@ -364,6 +734,14 @@ function wire() {
     $("#conversation").textContent = "";
     $("#turns").textContent = "";
     $("#question").focus();
+  });
+  const dialog = $("#preview-dialog");
+  dialog.querySelector("button.close").addEventListener("click", () => dialog.close());
+  dialog.addEventListener("click", (e) => { if (e.target === dialog) dialog.close(); }); // the backdrop
+  dialog.addEventListener("close", () => {
+    dialog.querySelector("img").removeAttribute("src");
+    delete dialog.dataset.showing;
+    if (dialog.returnFocusTo && dialog.returnFocusTo.isConnected) dialog.returnFocusTo.focus();
   });
   const zone = $("#drop-zone");
   zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
