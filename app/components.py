@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from app.previews import Previews
 from app.qa.answer import Answerer
 from app.qa.retrieve import Retriever
 from app.qa.service import QAService
@@ -78,5 +79,13 @@ def build_service(settings: Settings, embedder: Embedder | None = None) -> QASer
                               ingest_timeout=settings.h2ogpte_ingest_timeout)
         remote.warm_up()
         return QAService(remote, answerer, default_top_k=settings.top_k, engine=remote)
-    store: Store = build_local_store(settings, embedder)
-    return QAService(store, build_answerer(settings, embedder, store=store), default_top_k=settings.top_k)
+    local = build_local_store(settings, embedder)
+    store: Store = local
+    return QAService(store, build_answerer(settings, embedder, store=store), default_top_k=settings.top_k,
+                     previews=build_previews(settings, local))
+
+
+def build_previews(settings: Settings, store: LocalStore) -> Previews:
+    """Page images from the originals the store's pipeline keeps; new ones are prepared as they are kept."""
+    return Previews(store.library, store.pipeline.originals, enabled=settings.previews, soffice=settings.soffice,
+                    convert_timeout_s=settings.preview_timeout, convert_memory_mb=settings.preview_memory_mb)

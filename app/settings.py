@@ -54,6 +54,15 @@ class Settings(BaseSettings):
     max_passages: int = Field(5000, ge=1, description="Passages one document may make; a larger one is skipped "
                               "(about 5 MB of text; the largest real lecture makes a few hundred).")
 
+    previews: bool = Field(True, description="Page previews (GET /api/v1/documents/{id}/pages/{n}): PDF pages, and "
+                           "PPTX/DOCX converted once by LibreOffice when `soffice` is installed. See docs/previews.md.")
+    soffice: str = Field("soffice", description="The LibreOffice program for PPTX/DOCX previews (a path, or a name "
+                         "on PATH).")
+    preview_timeout: float = Field(180.0, gt=0, description="Seconds LibreOffice may take to convert one file for "
+                                   "previews; past it the file has no previews (it is still ingested).")
+    preview_memory_mb: int = Field(3072, ge=256, description="Address space (MiB) LibreOffice may use for one "
+                                   "conversion; the 86-slide corpus deck needs more than 1024.")
+
     top_k: int = Field(5, ge=1, le=50, description="Default number of sources for /ask.")
     answer_threshold: float | None = Field(
         None, ge=0.0, le=1.0, description="Answer when the answerability model's probability is at least this "

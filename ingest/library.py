@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import shutil
 import sqlite3
@@ -72,6 +73,7 @@ CREATE INDEX IF NOT EXISTS documents_content ON documents(content, parsed_as);
 """
 DOC_COLUMNS = "id, name, title, kind, size, units, unit_label, chunks, ingested_at, source, content, parsed_as"
 GENERATION = "SELECT value FROM meta WHERE key='generation'"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -506,6 +508,7 @@ class Library:
                                 with self._snapshot_lock:
                                     self._snapshot = snap
                                 self._cleanup_generations(gen)
+                                w.after_commit()
                             else:
                                 conn.execute("ROLLBACK")
                         except BaseException:
@@ -528,6 +531,7 @@ class Writer:
         self.changed = False
         self.snapshot: Snapshot | None = None
         self._hooks: list[Callable[[], None]] = []
+        self._after: list[Callable[[], object]] = []
 
     def on_before_commit(self, fn: Callable[[], None]) -> None:
         """Test hook: run `fn` after derived files are written, just before the SQLite commit."""
@@ -536,6 +540,23 @@ class Writer:
     def before_commit(self) -> None:
         for fn in self._hooks:
             fn()
+
+    def on_after_commit(self, fn: Callable[[], object]) -> None:
+        """Run `fn` after the commit, still holding the write lock (so no other writer runs between the commit
+        and `fn`): the place to remove files that only the removed rows used (ingest.originals). The change is
+        committed already, so an exception of `fn` is logged, not raised."""
+        self._after.append(fn)
+
+    def after_commit(self) -> None:
+        for fn in self._after:
+            try:
+                fn()
+            except Exception:
+                log.exception("a hook after the library commit failed (the change itself is committed)")
+
+    def stored_keys(self) -> set[tuple[str, str]]:
+        """(content, parsed_as) of every document, as this transaction (or, after it, the commit) sees them."""
+        return {(c, p) for c, p in self.conn.execute("SELECT content, parsed_as FROM documents")}
 
     def has_document(self, doc_id: str) -> bool:
         return self.conn.execute("SELECT 1 FROM documents WHERE id=?", (doc_id,)).fetchone() is not None

@@ -31,6 +31,7 @@ from ingest.errors import FileTooLarge, IngestError
 from ingest.library import ChunkRow, DocumentRecord, Library, Writer, now_iso
 from ingest.loaders import SUPPORTED_SUFFIXES, kind_for_name
 from ingest.names import display_name
+from ingest.originals import Originals, StagedOriginal
 from ingest.parse_job import FileParser, ParseSettings, tokenizer_json
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -172,6 +173,7 @@ class _Named:
     result: FileResult
     key: tuple[str, str]
     staged: _Staged | None = None
+    original: StagedOriginal | None = None  # the bytes, to keep (ingest.originals) unless kept already
 
 
 class Pipeline:
@@ -190,6 +192,7 @@ class Pipeline:
             ParseSettings(max_unpacked_bytes, max_passages, self.chunker.max_tokens, self.chunker.max_chars),
             embedder.count_tokens, tokenizer=tokenizer_json(embedder), isolate=isolate_parsing,
             timeout_s=parse_timeout, memory_mb=parse_memory_mb)
+        self.originals = Originals(library.data_dir)  # each document's bytes, for page previews
 
     # -- one file -> staged rows (no lock held) --
     def _stage(self, f: SourceFile, data: bytes, doc_id: str) -> _Staged:
@@ -223,6 +226,8 @@ class Pipeline:
                 before = self.library.snapshot().collapsed if plans else 0
                 for n in plans:
                     self._commit_name(w, n)
+                placed = self.originals.place(n.original for n in plans if n.result.status != "skipped")
+                w.on_after_commit(lambda: self.originals.committed(w.stored_keys(), placed))
                 if _before_commit is not None:
                     w.on_before_commit(_before_commit)
             snap = w.snapshot or self.library.snapshot(force_check=True)
@@ -234,6 +239,7 @@ class Pipeline:
                 n.result.status = "skipped"
                 n.result.reason = report.error
                 n.result.units = n.result.chunks = 0
+        self.originals.discard(n.original for n in plans)
         report.files.extend(n.result for n in plans)
         report.files.sort(key=lambda r: r.name)
         done = [f for f in report.files if f.status in ("ingested", "replaced")]
@@ -261,15 +267,16 @@ class Pipeline:
                         raise IngestError("another file of this batch has the same name: ingest their common "
                                           "folder, or rename one (an upload may name a folder: folder/name)")
                     report.files.append(FileResult(f.name, "unchanged", stored.get(key, doc_id)))
-                elif key in stored and names.get(f.name) == stored[key]:
+                elif key in stored and names.get(f.name) == stored[key] and self.originals.find(*key):
                     report.files.append(FileResult(f.name, "unchanged", stored[key]))
                 elif key in stored or key in parsed:
-                    plans.append(_Named(FileResult(f.name, "ingested", stored.get(key, doc_id)), key))
+                    plans.append(_Named(FileResult(f.name, "ingested", stored.get(key, doc_id)), key,
+                                        original=self.originals.stage(data, *key)))
                 else:
                     s = self._stage(f, data, doc_id)
                     s.doc.content, s.doc.parsed_as = key
                     parsed[key] = s
-                    plans.append(_Named(s.result, key, s))
+                    plans.append(_Named(s.result, key, s, self.originals.stage(data, *key)))
                 batch[f.name] = key
             except Exception as exc:  # a parser bug on a hostile file must not sink the batch either
                 report.files.append(skipped(f.name, exc))
@@ -364,4 +371,5 @@ class Pipeline:
 
     def delete(self, doc_id: str) -> bool:
         with self.library.writer() as w:
+            w.on_after_commit(lambda: self.originals.committed(w.stored_keys()))  # its original, if unused now
             return w.delete_document(doc_id)

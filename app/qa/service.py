@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Protocol
 
+from app.previews import NoPreview, PageImage, Previews
 from app.qa.answer import Answerer
 from app.qa.store import Store
 from app.qa.types import Answer, AskResult, Source
@@ -27,11 +28,12 @@ class AskEngine(Protocol):
 
 class QAService:
     def __init__(self, store: Store, answerer: Answerer, *, default_top_k: int = 5,
-                 engine: AskEngine | None = None) -> None:
+                 engine: AskEngine | None = None, previews: Previews | None = None) -> None:
         self.store = store
         self.answerer = answerer
         self.default_top_k = default_top_k
         self.engine = engine
+        self.previews = previews  # page images; None where the documents are not ours (h2oGPTe)
 
     def search(self, query: str, top_k: int, document_ids: Sequence[str] | None = None) -> list[Source]:
         return self.store.search(query, top_k, document_ids)
@@ -71,6 +73,14 @@ class QAService:
         timings = {"retrieve": round((t1 - t0) * 1000, 1), "answer": round((t2 - t1) * 1000, 1),
                    "total": round((t2 - t0) * 1000, 1)}
         yield AskResult(answer, sources, timings)
+
+    def page_image(self, doc_id: str, page: int, size: str) -> PageImage:
+        """Page or slide `page` (1-based) of a document as a PNG (size thumb|full). Raises NoPreview (none can be
+        had) or NotReady (being prepared; retry)."""
+        if self.previews is None:
+            raise NoPreview("unavailable", "page previews need the local library (LECTURE_QA_STORE=local): the "
+                            "documents of this server are not kept here")
+        return self.previews.page_image(doc_id, page, size)
 
     def models(self) -> list[str]:
         list_models = getattr(self.answerer, "models", None)

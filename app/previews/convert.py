@@ -1,0 +1,97 @@
+"""PPTX/DOCX -> PDF with LibreOffice headless (`soffice --convert-to pdf`), once per file, off the request path.
+
+Each run gets a fresh profile folder (`-env:UserInstallation`) and HOME in a temporary folder: two soffice runs on
+one profile hand their work to each other or fail, and nothing may be written under the real home. The run is
+bounded like a parse worker (ingest.isolation): an address-space cap (RLIMIT_AS, set by `ulimit -v` in a
+`sh -c` that then execs soffice: a preexec_fn is unsafe in the threaded server), and a time limit after which its
+whole process group (the soffice script, oosplash, soffice.bin) is killed.
+
+Hidden slides: a PPTX citation numbers slides as python-pptx lists them, hidden ones included (tjuirlab_RNN.pptx
+of the shared corpus has 15 slides, one hidden). LibreOffice's PDF export skips hidden slides by default (14
+pages, so slide n was page n-1 after the hidden one); it is told to export them (ExportHiddenSlides, JSON filter
+options, LibreOffice >= 7.4): 15 pages, slide n = page n.
+
+Measured on the 2-core dev VM (LibreOffice 7.4.7, other jobs running): 3.7-3.9 s for the 15-slide TJU deck;
+18 s and 890 MB resident for the 86-slide Harvard lecture 24 deck, whose conversion fails under a 1 GiB
+address-space cap ("source file could not be loaded") and passes under 2 GiB: the default cap is 3 GiB.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+
+FILTERS = {
+    "pptx": 'pdf:impress_pdf_Export:{"ExportHiddenSlides":{"type":"boolean","value":"true"}}',
+    "docx": "pdf:writer_pdf_Export",
+}
+
+
+class ConversionFailed(Exception):
+    """LibreOffice could not make a PDF of the file; the message says why, for the user."""
+
+
+def find_soffice(setting: str) -> str | None:
+    """The soffice executable the setting names (a path, or a name looked up on PATH), if it is there."""
+    return shutil.which(setting) if setting else None
+
+
+def _capped(cmd: list[str], memory_mb: int) -> list[str]:
+    """`cmd` run with its address space capped at `memory_mb` MiB (0: no cap)."""
+    if memory_mb <= 0:
+        return cmd
+    return ["/bin/sh", "-c", f'ulimit -v {memory_mb * 1024} && exec "$0" "$@"', *cmd]
+
+
+def to_pdf(src: Path, kind: str, dest: Path, *, soffice: str, timeout_s: float, memory_mb: int) -> None:
+    """Convert `src` (a `kind` file: pptx or docx) to the PDF `dest`, written atomically (fsynced, renamed).
+    Raises ConversionFailed with the reason."""
+    if kind not in FILTERS:
+        raise ConversionFailed(f"{kind} files are not converted")
+    with tempfile.TemporaryDirectory(prefix="lecture-qa-soffice-") as work:
+        home, out = Path(work) / "home", Path(work) / "out"
+        home.mkdir()
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "LANG": "C.UTF-8",
+               "TMPDIR": work}
+        cmd = [soffice, f"-env:UserInstallation={(Path(work) / 'profile').as_uri()}", "--headless", "--norestore",
+               "--nolockcheck", "--convert-to", FILTERS[kind], "--outdir", str(out), str(src.resolve())]
+        try:
+            proc = subprocess.Popen(_capped(cmd, memory_mb), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, env=env, cwd=work, start_new_session=True)
+        except OSError as exc:
+            raise ConversionFailed(f"LibreOffice could not be started ({exc.strerror or exc})") from exc
+        try:
+            output, _ = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            raise ConversionFailed(f"LibreOffice took longer than {timeout_s:g} s to convert the file "
+                                   "(LECTURE_QA_PREVIEW_TIMEOUT)") from None
+        finally:
+            _kill_group(proc)  # soffice.bin may outlive the script that started it
+        made = out / f"{src.stem}.pdf"
+        if not made.is_file() or made.stat().st_size == 0:
+            lines = [ln.strip() for ln in output.decode(errors="replace").splitlines()
+                     if ln.strip() and "javaldx" not in ln]
+            why = lines[-1] if lines else f"exit status {proc.returncode}"
+            if any("soffice.bin(" in ln for ln in lines) or proc.returncode < 0:  # a backtrace, or a signal
+                why = (f"it crashed (exit status {proc.returncode}; it may have reached its memory cap of "
+                       f"{memory_mb} MiB, LECTURE_QA_PREVIEW_MEMORY_MB)")
+            raise ConversionFailed(f"LibreOffice could not convert the file to PDF: {why}")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".tmp-{os.getpid()}-{dest.name}")  # /tmp may be another file system: copy
+        with open(made, "rb") as src_fh, open(tmp, "wb") as fh:
+            shutil.copyfileobj(src_fh, fh, 2**20)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()

@@ -1,0 +1,153 @@
+"""Each ingested file's bytes, kept content-addressed: `<data_dir>/originals/<content>.<ext>`.
+
+`content` is the library's own content key (the first 16 hex digits of the bytes' SHA-256, ingest.library), and
+`ext` the type the name asked for (`parsed_as`), so the document (content, parsed_as) finds its original without a
+new column, and identical bytes ingested under several names share one file. Page previews (app.previews) are
+made from these files.
+
+Crash safety, with the library's write lock (ingest.library.Library.writer):
+- `stage` writes the bytes to a temporary file in the folder and fsyncs it, before the lock is taken;
+- `place` renames staged files into place (and fsyncs the folder) inside the write transaction, before the
+  document rows commit: a committed document always has its original;
+- `prune` runs after the commit, still under the lock (Writer.on_after_commit): an original that no document
+  uses any more (deleted, or its name given to other bytes) is removed, and the `on_removed` listeners are told
+  (previews delete theirs). Running it under the lock matters: another writer may be about to commit a document
+  with the same bytes, and its original must not be pruned between its `place` and its commit.
+A kill -9 anywhere leaves at worst a temporary file or an unused original, both removed by a later `prune`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = {"pdf": "pdf", "pptx": "pptx", "docx": "docx", "markdown": "md", "html": "html", "text": "txt"}
+"""parsed_as -> the extension of its kept original."""
+_ORIGINAL = re.compile(r"^([0-9a-f]{16,64})\.([a-z]+)$")
+STALE_TEMP_S = 3600  # a temporary file this old belongs to a writer that died
+
+Key = tuple[str, str]  # (content, parsed_as)
+Listener = Callable[[Path], None]
+
+
+@dataclass
+class StagedOriginal:
+    tmp: Path
+    final: Path
+
+
+class Originals:
+    def __init__(self, data_dir: str | Path) -> None:
+        self.dir = Path(data_dir) / "originals"
+        self._kept: list[Listener] = []
+        self._removed: list[Listener] = []
+
+    def path(self, content: str, parsed_as: str) -> Path:
+        return self.dir / f"{content}.{EXTENSIONS.get(parsed_as, 'bin')}"
+
+    def find(self, content: str, parsed_as: str) -> Path | None:
+        p = self.path(content, parsed_as)
+        return p if p.is_file() else None
+
+    # -- listeners (called under the write lock: they must only note things down) --
+    def on_kept(self, fn: Listener) -> None:
+        """`fn(path)` after a commit made `path` the original of a new document."""
+        self._kept.append(fn)
+
+    def on_removed(self, fn: Listener) -> None:
+        """`fn(path)` after `path` was removed: no document uses it any more."""
+        self._removed.append(fn)
+
+    # -- writing --
+    def stage(self, data: bytes, content: str, parsed_as: str) -> StagedOriginal | None:
+        """The bytes in a fsynced temporary file next to their final place; None when that place is taken."""
+        final = self.path(content, parsed_as)
+        if final.is_file():
+            return None
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.dir)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return StagedOriginal(Path(tmp), final)
+
+    def place(self, staged: Iterable[StagedOriginal | None]) -> list[Path]:
+        """Rename staged files into place (under the write lock, before the commit); the paths placed."""
+        placed = []
+        for s in staged:
+            if s is not None and s.tmp.exists():
+                os.replace(s.tmp, s.final)
+                placed.append(s.final)
+        if placed:
+            _fsync_dir(self.dir)
+        return placed
+
+    def discard(self, staged: Iterable[StagedOriginal | None]) -> None:
+        """Remove staged files that were not placed (the write failed)."""
+        for s in staged:
+            if s is not None:
+                with contextlib.suppress(OSError):
+                    s.tmp.unlink()
+
+    def committed(self, stored: set[Key], placed: Iterable[Path] = ()) -> list[Path]:
+        """After a commit, under the write lock: prune what `stored` (every document's key) no longer uses, then
+        tell the listeners what is new. Returns the removed paths."""
+        removed = self.prune(stored)
+        for p in placed:
+            if p.is_file():
+                _tell(self._kept, p)
+        return removed
+
+    def prune(self, stored: set[Key]) -> list[Path]:
+        """Remove originals no document uses, and temporary files of writers that died."""
+        if not self.dir.is_dir():
+            return []
+        wanted = {self.path(c, p).name for c, p in stored}
+        removed: list[Path] = []
+        now = time.time()
+        for p in self.dir.iterdir():
+            try:
+                if p.name.startswith(".tmp-"):
+                    if now - p.stat().st_mtime > STALE_TEMP_S:
+                        p.unlink()
+                elif _ORIGINAL.match(p.name) and p.name not in wanted:
+                    p.unlink()
+                    removed.append(p)
+            except OSError as exc:
+                log.warning("could not remove %s: %s", p, exc)
+        if removed:
+            _fsync_dir(self.dir)
+        for p in removed:
+            _tell(self._removed, p)
+        return removed
+
+
+def _tell(listeners: list[Listener], path: Path) -> None:
+    for fn in listeners:
+        try:
+            fn(path)
+        except Exception:
+            log.exception("a listener of the originals failed on %s", path)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
