@@ -261,3 +261,46 @@ def test_previews_turned_off(tmp_path):
     for client in start(tmp_path, previews=False):
         r = page(client, upload(client, "deck.pdf", make_pdf(1)), 1)
         assert r.status_code == 404 and "turned off" in r.json()["error"]
+
+
+def test_kill_9_during_the_commit_leaves_no_document_and_the_next_write_prunes_its_original(tmp_path, pipeline,
+                                                                                          library):
+    import os
+    import signal
+
+    from ingest.pipeline import SourceFile
+    from tests.test_library import _crasher, _wait_for
+
+    deck = tmp_path / "deck.pdf"
+    deck.write_bytes(make_pdf(2, "crash"))
+    marker = tmp_path / "marker"
+    proc = _crasher(tmp_path, library.data_dir, marker, 60, deck)
+    _wait_for(marker, proc)
+    os.kill(proc.pid, signal.SIGKILL)  # the original is in place, the document row is not committed
+    proc.wait()
+    assert library.documents() == []
+    assert [p.read_bytes() for p in (library.data_dir / "originals").iterdir()] == [deck.read_bytes()]
+    other = make_pdf(1, "other")
+    assert pipeline.ingest([SourceFile(name="other.pdf", data=other)]).error is None
+    assert [p.read_bytes() for p in (library.data_dir / "originals").iterdir()] == [other]
+
+
+def test_without_the_local_library_previews_are_unavailable():
+    from app.previews import NoPreview
+    from app.qa.service import QAService
+
+    service = QAService(store=None, answerer=None, previews=None)  # type: ignore[arg-type]
+    with pytest.raises(NoPreview, match="need the local library") as caught:
+        service.page_image("0123456789abcdef", 1, "thumb")
+    assert caught.value.reason == "unavailable"
+
+
+def test_previews_of_a_removed_original_are_pruned_at_start(library):
+    from app.previews import Previews
+    from ingest.originals import Originals
+
+    orphan = library.data_dir / "previews" / "0123456789abcdef.pdf"
+    orphan.mkdir(parents=True)
+    (orphan / "thumb-0001.png").write_bytes(b"\x89PNG")
+    Previews(library, Originals(library.data_dir), background=False)
+    assert not orphan.exists()

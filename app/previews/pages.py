@@ -102,6 +102,7 @@ class Previews:
         self._closed = False
         originals.on_kept(self.schedule)
         originals.on_removed(self.forget)
+        self._prune_orphans()
 
     # -- serving --
     def page_image(self, doc_id: str, n: int, size: str) -> PageImage:
@@ -261,6 +262,13 @@ class Previews:
         """Delete the previews of an original that was removed (Originals.on_removed)."""
         self._pages.pop(original.name, None)
         shutil.rmtree(self.dir / original.name, ignore_errors=True)
+
+    def _prune_orphans(self) -> None:
+        """Previews whose original is gone (a process killed between removing the one and the other)."""
+        if self.dir.is_dir():
+            for folder in self.dir.iterdir():
+                if folder.is_dir() and not (self.originals.dir / folder.name).exists():
+                    shutil.rmtree(folder, ignore_errors=True)
 
     def _drop_if_orphan(self, original: Path, folder: Path) -> None:
         """A document deleted while its pages were drawn: remove what the drawing left behind."""
