@@ -8,6 +8,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -56,7 +57,7 @@ def make_pptx(slides: int, hidden: frozenset[int] = frozenset()) -> bytes:
     return out.getvalue()
 
 
-def start(tmp_path: Path, **settings: object) -> Iterator[httpx.Client]:
+def start(tmp_path: Path, **settings: Any) -> Iterator[httpx.Client]:
     from fastapi.testclient import TestClient
 
     from app.factory import create_app
@@ -64,7 +65,7 @@ def start(tmp_path: Path, **settings: object) -> Iterator[httpx.Client]:
 
     app = create_app(Settings(data_dir=tmp_path / "data", **settings), load_in_background=False)
     with TestClient(app) as client:
-        yield client
+        yield client  # type: ignore[misc]  # a TestClient is an httpx.Client
 
 
 def upload(client: httpx.Client, name: str, data: bytes, headers: dict[str, str] | None = None) -> str:
@@ -304,3 +305,28 @@ def test_previews_of_a_removed_original_are_pruned_at_start(library):
     (orphan / "thumb-0001.png").write_bytes(b"\x89PNG")
     Previews(library, Originals(library.data_dir), background=False)
     assert not orphan.exists()
+
+
+def test_closing_stops_a_running_conversion_without_marking_the_file_failed(tmp_path, library):
+    from app.previews import Previews
+    from ingest.originals import Originals
+
+    started = tmp_path / "started"
+    slow = tmp_path / "soffice"
+    slow.write_text(f"#!/bin/sh\ntouch {started}\nexec sleep 120\n")
+    slow.chmod(0o755)
+    originals = Originals(library.data_dir)
+    original = originals.path("0123456789abcdef", "pptx")
+    original.parent.mkdir(parents=True)
+    original.write_bytes(make_pptx(1))
+    previews = Previews(library, originals, soffice=str(slow))
+    previews.schedule(original)
+    deadline = time.monotonic() + 60
+    while not started.exists():
+        assert time.monotonic() < deadline, "the conversion never started"
+        time.sleep(0.05)
+    t0 = time.monotonic()
+    previews.close()
+    assert time.monotonic() - t0 < 5  # not the 120 s of the fake LibreOffice, nor the 180 s time limit
+    folder = library.data_dir / "previews" / original.name
+    assert not (folder / "failed.txt").exists() and not (folder / "document.pdf").exists()

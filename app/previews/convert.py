@@ -24,7 +24,10 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 FILTERS = {
     "pptx": 'pdf:impress_pdf_Export:{"ExportHiddenSlides":{"type":"boolean","value":"true"}}',
@@ -34,6 +37,10 @@ FILTERS = {
 
 class ConversionFailed(Exception):
     """LibreOffice could not make a PDF of the file; the message says why, for the user."""
+
+
+class ConversionCancelled(Exception):
+    """The process is shutting down (Previews.close): the file is converted another time."""
 
 
 def find_soffice(setting: str) -> str | None:
@@ -48,9 +55,10 @@ def _capped(cmd: list[str], memory_mb: int) -> list[str]:
     return ["/bin/sh", "-c", f'ulimit -v {memory_mb * 1024} && exec "$0" "$@"', *cmd]
 
 
-def to_pdf(src: Path, kind: str, dest: Path, *, soffice: str, timeout_s: float, memory_mb: int) -> None:
+def to_pdf(src: Path, kind: str, dest: Path, *, soffice: str, timeout_s: float, memory_mb: int,
+           cancel: threading.Event | None = None) -> None:
     """Convert `src` (a `kind` file: pptx or docx) to the PDF `dest`, written atomically (fsynced, renamed).
-    Raises ConversionFailed with the reason."""
+    Raises ConversionFailed with the reason, or ConversionCancelled as soon as `cancel` is set."""
     if kind not in FILTERS:
         raise ConversionFailed(f"{kind} files are not converted")
     with tempfile.TemporaryDirectory(prefix="lecture-qa-soffice-") as work:
@@ -60,19 +68,26 @@ def to_pdf(src: Path, kind: str, dest: Path, *, soffice: str, timeout_s: float, 
                "TMPDIR": work}
         cmd = [soffice, f"-env:UserInstallation={(Path(work) / 'profile').as_uri()}", "--headless", "--norestore",
                "--nolockcheck", "--convert-to", FILTERS[kind], "--outdir", str(out), str(src.resolve())]
+        log = Path(work) / "soffice.log"
+        with open(log, "wb") as log_fh:  # a file, not a pipe: nothing to read while waiting
+            try:
+                proc = subprocess.Popen(_capped(cmd, memory_mb), stdin=subprocess.DEVNULL, stdout=log_fh,
+                                        stderr=subprocess.STDOUT, env=env, cwd=work, start_new_session=True)
+            except OSError as exc:
+                raise ConversionFailed(f"LibreOffice could not be started ({exc.strerror or exc})") from exc
+        deadline = time.monotonic() + timeout_s
         try:
-            proc = subprocess.Popen(_capped(cmd, memory_mb), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, env=env, cwd=work, start_new_session=True)
-        except OSError as exc:
-            raise ConversionFailed(f"LibreOffice could not be started ({exc.strerror or exc})") from exc
-        try:
-            output, _ = proc.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            raise ConversionFailed(f"LibreOffice took longer than {timeout_s:g} s to convert the file "
-                                   "(LECTURE_QA_PREVIEW_TIMEOUT)") from None
+            while proc.poll() is None:
+                if cancel is not None and cancel.is_set():
+                    raise ConversionCancelled("the server is stopping")
+                if time.monotonic() > deadline:
+                    raise ConversionFailed(f"LibreOffice took longer than {timeout_s:g} s to convert the file "
+                                           "(LECTURE_QA_PREVIEW_TIMEOUT)")
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=0.2)
         finally:
             _kill_group(proc)  # soffice.bin may outlive the script that started it
+        output = log.read_bytes()
         made = out / f"{src.stem}.pdf"
         if not made.is_file() or made.stat().st_size == 0:
             lines = [ln.strip() for ln in output.decode(errors="replace").splitlines()
@@ -91,7 +106,7 @@ def to_pdf(src: Path, kind: str, dest: Path, *, soffice: str, timeout_s: float, 
         os.replace(tmp, dest)
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+def _kill_group(proc: subprocess.Popen[Any]) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()

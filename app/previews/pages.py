@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.previews.convert import ConversionFailed, find_soffice, to_pdf
+from app.previews.convert import ConversionCancelled, ConversionFailed, find_soffice, to_pdf
 from app.previews.render import RenderFailed, is_png, page_count, render_page, render_pages
 from ingest.library import Library
 from ingest.originals import Originals
@@ -100,6 +100,7 @@ class Previews:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._cancel = threading.Event()  # set by close(): a running conversion stops
         originals.on_kept(self.schedule)
         originals.on_removed(self.forget)
         self._prune_orphans()
@@ -231,7 +232,10 @@ class Previews:
                             if soffice is None:
                                 raise ConversionFailed(f"LibreOffice is not installed ({self.soffice_setting})")
                             to_pdf(original, kind, pdf, soffice=soffice, timeout_s=self.convert_timeout_s,
-                                   memory_mb=self.convert_memory_mb)
+                                   memory_mb=self.convert_memory_mb, cancel=self._cancel)
+                        except ConversionCancelled as exc:
+                            report.error = str(exc)
+                            return report
                         except ConversionFailed as exc:
                             _write(folder / "failed.txt", str(exc).encode())
                             log.warning("no previews for %s: %s", original.name, exc)
@@ -244,6 +248,8 @@ class Previews:
                     report.pages = self._page_count(folder.name, pdf)
                     wanted = [i for i in range(report.pages) if _read_png(folder / f"thumb-{i + 1:04d}.png") is None]
                     for index, result in render_pages(pdf, SIZES["thumb"], wanted):
+                        if self._cancel.is_set():
+                            break
                         if isinstance(result, RenderFailed):
                             report.failed_pages.append(index + 1)
                         else:
@@ -276,10 +282,12 @@ class Previews:
             self.forget(original)
 
     def close(self) -> None:
-        """Stop the background thread after the file it is on (queued files are dropped)."""
+        """Stop the background thread: a running conversion is killed, queued files are dropped (a request for
+        their pages queues them again). `lecture-qa ingest` ends here without waiting for LibreOffice."""
         with self._lock:
             self._closed = True
             thread = self._thread
+        self._cancel.set()
         if thread is not None:
             with contextlib.suppress(queue.Empty):
                 while True:
