@@ -32,7 +32,7 @@ run: setup
 	$(BIN)/lecture-qa serve --data-dir $(DATA_DIR) --host $(HOST) --port $(PORT)
 
 test: setup $(VENV)/.installed-llm-test system-deps
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=15
 
 lint: setup
 	$(BIN)/ruff check app ingest tests bench

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from app.settings import Settings
 
 if TYPE_CHECKING:
+    from app.qa.service import QAService
     from ingest.pipeline import FileResult, Report
 
 
@@ -28,24 +29,24 @@ def _location(loc: dict[str, Any]) -> str:
     return location_label(loc)
 
 
+def _service(args: argparse.Namespace) -> QAService:
+    from app.components import build_service
+
+    service = build_service(_settings(args))
+    service.warm_up()
+    return service
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from app.components import build_embedder, build_local_store, build_service
     from ingest.pipeline import collect_paths
 
-    settings = _settings(args)
     files, missing = collect_paths(args.paths)
     if not files and not missing:
         print("no supported files found (pdf, pptx, docx, md, html, txt)", file=sys.stderr)
         return 1
-    if settings.store == "h2ogpte":
-        print(f"uploading {len(files)} files to the h2oGPTe collection {settings.h2ogpte_collection!r} and "
-              "waiting for its ingest jobs...", file=sys.stderr)
-        report = build_service(settings).store.ingest(files)
-        return _print_report(args, settings, report, missing)
-    print(f"loading the embedding model ({settings.embedding_backend})...", file=sys.stderr)
-    store = build_local_store(settings, build_embedder(settings))
+    print("loading the embedding model...", file=sys.stderr)
     bars: dict[str, tqdm] = {}
 
     def progress(stage: str, done: int, total: int) -> None:
@@ -60,13 +61,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     def waiting() -> None:
         print("another ingest holds the library lock; waiting for it to finish...", file=sys.stderr)
 
-    report = store.pipeline.ingest(files, progress=progress, on_lock_wait=waiting)
-    for bar in bars.values():
-        bar.close()
-    return _print_report(args, settings, report, missing)
+    with _service(args) as service:
+        print(f"ingesting {len(files)} files into the {service.where}...", file=sys.stderr)
+        report = service.ingest(files, progress=progress, on_lock_wait=waiting)
+        for bar in bars.values():
+            bar.close()
+        return _print_report(args, service.where, report, missing)
 
 
-def _print_report(args: argparse.Namespace, settings: Settings, report: Report, missing: list[FileResult]) -> int:
+def _print_report(args: argparse.Namespace, where: str, report: Report, missing: list[FileResult]) -> int:
     report.files.extend(missing)
     if args.json:
         print(json.dumps(report.public(), indent=2))
@@ -82,8 +85,6 @@ def _print_report(args: argparse.Namespace, settings: Settings, report: Report, 
         print(f"documents: {report.documents} ingested, {unchanged} unchanged, {len(report.skipped)} skipped")
         print(f"pages/slides/sections: {report.units}   chunks: {report.chunks}   "
               f"duplicates collapsed: {report.collapsed}   embedded: {report.embedded}")
-        where = (f"h2oGPTe collection: {settings.h2ogpte_collection}" if settings.store == "h2ogpte"
-                 else f"data dir: {settings.data_dir}")
         print(f"seconds: {report.seconds:.1f}   chunks/s: {report.chunks_per_second:.1f}   {where}")
     if report.error:
         print(report.error, file=sys.stderr)
@@ -93,44 +94,30 @@ def _print_report(args: argparse.Namespace, settings: Settings, report: Report, 
 
 
 def cmd_documents(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    if settings.store == "h2ogpte":
-        from app.components import build_service
-
-        docs = build_service(settings).store.documents()
-    else:
-        from ingest.library import Library
-
-        docs = [d.public() for d in Library(settings.data_dir).documents()]
+    with _service(args) as service:
+        docs = service.documents()
     if args.json:
-        print(json.dumps(docs, indent=2))
+        print(json.dumps([d.public() for d in docs], indent=2))
         return 0
     for d in docs:
-        also = f"  (also: {', '.join(d['also_named'])})" if d.get("also_named") else ""
-        print(f"{d['id']}  {d['type']:<8} {d['units']:>4} {d['unit_label']:<8} {d['chunks']:>4} chunks  {d['name']}"
-              f"{also}")
+        also = f"  (also: {', '.join(d.also_named)})" if d.also_named else ""
+        print(f"{d.id}  {d.type:<8} {d.units:>4} {d.unit_label:<8} {d.chunks:>4} chunks  {d.name}{also}")
     print(f"{len(docs)} documents")
     return 0
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    from app.components import build_embedder, build_local_store, build_service
-
-    settings = _settings(args)
-    store = (build_service(settings).store if settings.store == "h2ogpte"
-             else build_local_store(settings, build_embedder(settings)))
-    if store.delete(args.doc_id):
-        print(f"deleted {args.doc_id}")
-        return 0
+    with _service(args) as service:
+        if service.delete(args.doc_id):
+            print(f"deleted {args.doc_id}")
+            return 0
     print(f"no document with id {args.doc_id}", file=sys.stderr)
     return 1
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    from app.components import build_service
-
-    service = build_service(_settings(args))
-    result = service.ask(args.question, top_k=args.top_k)
+    with _service(args) as service:
+        result = service.ask(args.question, top_k=args.top_k)
     if args.json:
         print(json.dumps(result.public(), indent=2, ensure_ascii=False))
         return 0
@@ -146,10 +133,9 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from app.components import build_service
-
-    service = build_service(_settings(args))
-    for i, s in enumerate(service.search(args.query, args.top_k), 1):
+    with _service(args) as service:
+        results = service.search(args.query, args.top_k)
+    for i, s in enumerate(results, 1):
         print(f"{i}. {s.document.name}, {_location(s.location)}  (score {s.score:.4f})")
         print("   " + s.text[:300].replace("\n", " "))
     return 0
@@ -167,12 +153,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from app.components import build_service
     from app.qa.evaluate import evaluate_sets
 
-    service = build_service(_settings(args))
-    results = evaluate_sets(service, [Path(p) for p in args.qa], with_answers=not args.search_only,
-                            explain=args.explain)
+    with _service(args) as service:
+        results = evaluate_sets(service, [Path(p) for p in args.qa], with_answers=not args.search_only,
+                                explain=args.explain)
     print(json.dumps(results if len(results) > 1 else next(iter(results.values())), indent=2))
     return 0
 

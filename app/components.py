@@ -1,14 +1,16 @@
-"""The one factory that turns Settings into a ready QAService (used by the app lifespan and the CLI)."""
+"""The one factory that turns Settings into a QAService (used by the app lifespan and the CLI): which store and
+which answerer, chosen by `LECTURE_QA_STORE` and `LECTURE_QA_LLM`. Heavy libraries load only when chosen."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from app.previews import Previews
-from app.qa.answer import Answerer
+from app.qa.answer import BaseAnswerer
+from app.qa.ports import Store
 from app.qa.retrieve import Retriever
 from app.qa.service import QAService
-from app.qa.store import LocalStore, Store
+from app.qa.stores.local import LocalStore
 from app.settings import Settings
 from ingest.embedding import Embedder, make_embedder
 from ingest.library import Library
@@ -34,12 +36,13 @@ def build_local_store(settings: Settings, embedder: Embedder) -> LocalStore:
     library.ensure_embedder(embedder.name)
     pipeline = Pipeline(library, embedder, max_file_bytes=settings.max_upload_bytes,
                         max_unpacked_bytes=settings.max_unpacked_bytes, max_passages=settings.max_passages,
-                        parse_timeout=settings.parse_timeout, parse_memory_mb=settings.parse_memory_mb)
+                        parse_timeout=settings.parse_timeout, parse_memory_mb=settings.parse_memory_mb,
+                        ocr=settings.ocr)
     return LocalStore(library, embedder, pipeline, Retriever(library, embedder))
 
 
 def build_answerer(settings: Settings, embedder: Embedder, conn: H2OGPTeConnection | None = None,
-                   store: Store | None = None) -> Answerer:
+                   store: Store | None = None) -> BaseAnswerer:
     from app.qa.answer.answerability import Answerability
     from app.qa.answer.extractive import ExtractiveAnswerer
 
@@ -55,34 +58,31 @@ def build_answerer(settings: Settings, embedder: Embedder, conn: H2OGPTeConnecti
                                     api_key=settings.openai_api_key.get_secret_value(), timeout=settings.llm_timeout,
                                     context_chars=settings.llm_context_chars)
     if settings.llm == "h2ogpte" or conn is not None:
-        from app.qa.answer.h2ogpte_llm import H2OGPTeAnswerer, check_key
+        from app.qa.answer.h2ogpte_llm import H2OGPTeAnswerer
 
         conn = conn or h2ogpte_connection(settings)
-        check_key(conn)
         return H2OGPTeAnswerer(conn, extractive, llm=settings.h2ogpte_llm, context_chars=settings.llm_context_chars)
     return extractive
 
 
 def build_service(settings: Settings, embedder: Embedder | None = None) -> QAService:
-    """store=faiss: our library, answered by the chosen LLM (default extractive). store=h2ogpte: the h2oGPTe
+    """store=local: our library, answered by the chosen LLM (default extractive). store=h2ogpte: the h2oGPTe
     collection answers through its chat; the answerer (h2oGPTe's LLM unless LECTURE_QA_LLM=openai) serves
-    document-filtered questions and stands in when the chat fails."""
+    document-filtered questions and stands in when the chat fails. Call `warm_up()` before serving."""
     embedder = embedder or build_embedder(settings)
     if settings.store == "h2ogpte":
-        from app.qa.h2ogpte_store import H2OGPTeStore
+        from app.qa.answer.h2ogpte_chat import H2OGPTeChatAnswerer
+        from app.qa.stores.h2ogpte import H2OGPTeStore
 
         conn = h2ogpte_connection(settings)
-        answerer = build_answerer(settings, embedder, conn)
-        remote = H2OGPTeStore(conn, settings.h2ogpte_collection, answerer, llm=settings.h2ogpte_llm,
-                              max_file_bytes=settings.max_upload_bytes,
+        remote = H2OGPTeStore(conn, settings.h2ogpte_collection, max_file_bytes=settings.max_upload_bytes,
                               max_unpacked_bytes=settings.max_unpacked_bytes,
                               ingest_timeout=settings.h2ogpte_ingest_timeout)
-        remote.warm_up()
-        return QAService(remote, answerer, default_top_k=settings.top_k, engine=remote)
-    local = build_local_store(settings, embedder)
-    store: Store = local
+        chat = H2OGPTeChatAnswerer(remote, build_answerer(settings, embedder, conn), llm=settings.h2ogpte_llm)
+        return QAService(remote, chat, default_top_k=settings.top_k)
+    store = build_local_store(settings, embedder)
     return QAService(store, build_answerer(settings, embedder, store=store), default_top_k=settings.top_k,
-                     previews=build_previews(settings, local))
+                     previews=build_previews(settings, store))
 
 
 def build_previews(settings: Settings, store: LocalStore) -> Previews:

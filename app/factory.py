@@ -69,9 +69,9 @@ def _load(app: FastAPI, settings: Settings) -> None:
     try:
         _single_threaded_math()
         service = build_service(settings)
-        service.store.stats()  # opens the index: ready means searchable
+        service.warm_up()  # opens the index (and the remote collection): ready means searchable
         app.state.service = service
-        log.info("lecture-qa ready: %s", service.store.stats())
+        log.info("lecture-qa ready: %s", service.stats())
     except Exception as exc:  # reported by /readyz and the log, not a crash loop
         app.state.startup_error = f"{type(exc).__name__}: {exc}"
         log.error("lecture-qa failed to start: %s", app.state.startup_error)
@@ -87,6 +87,8 @@ def create_app(settings: Settings | None = None, *, load_in_background: bool = T
         else:
             _load(app, settings)
         yield
+        if app.state.service is not None:
+            app.state.service.close()
 
     app = FastAPI(
         title="lecture-qa",

@@ -27,11 +27,11 @@ def main() -> int:
 
     from ingest.embedding import make_embedder
     from ingest.isolation import IsolatedRunner
-    from ingest.parse_job import FileParser, ParseSettings, tokenizer_json, worker_init, worker_parse
+    from ingest.parse_job import FileParser, ParseSettings, worker_init, worker_parse
 
     embedder = make_embedder("onnx-int8")
     settings = ParseSettings(500 * 2**20, chunk_tokens=embedder.max_tokens)
-    tokenizer = tokenizer_json(embedder)
+    tokenizer = embedder.tokenizer_json()
     files = [(p.relative_to(args.corpus).as_posix(), p.read_bytes())
              for p in sorted(Path(args.corpus).rglob("*")) if p.is_file()]
     t0 = time.perf_counter()

@@ -19,11 +19,11 @@ import re
 from collections.abc import Callable, Sequence
 
 from ingest.errors import TooComplex
+from ingest.sentences import CLAUSES
 from ingest.units import Chunk, ParsedDocument, Unit
 
 TokenCounter = Callable[[Sequence[str]], list[int]]
 
-_SENTENCE = re.compile(r"(?<=[.!?;:])\s+(?=[\"'(\[A-Z0-9$\\])")
 _WORD = re.compile(r"\w+", re.U)
 _FENCE = re.compile(r"^[ \t]*(```|~~~)")
 COUNT_BATCH = 1024
@@ -165,7 +165,7 @@ class Chunker:
         """The trailing sentences of `piece` that fit in overlap_tokens, to open the next chunk with context."""
         if _FENCE.match(piece) or piece.lstrip().startswith("$$"):
             return []
-        sentences = [x for x in _SENTENCE.split(piece.replace("\n", " ")) if x.strip()]
+        sentences = [x for x in CLAUSES.split(piece.replace("\n", " ")) if x.strip()]
         counts = self.count(sentences)
         taken: list[str] = []
         total = 0
@@ -185,7 +185,7 @@ class Chunker:
                 out.append(block)
                 continue
             lines = block.split("\n")
-            parts, sep = (lines, "\n") if len(lines) > 1 else (_SENTENCE.split(block), " ")
+            parts, sep = (lines, "\n") if len(lines) > 1 else (CLAUSES.split(block), " ")
             if len(parts) > 1:
                 out.extend(self._pieces(_regroup(parts, sep, self.count, budget), budget))
                 continue

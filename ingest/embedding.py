@@ -35,6 +35,16 @@ class Embedder(Protocol):
         """Whole words of the model's vocabulary (a cheap stand-in for "common English word")."""
         ...
 
+    def encode_with_tokens(self, texts: Sequence[str],
+                           batch_size: int = 32) -> tuple[np.ndarray, list[np.ndarray] | None]:
+        """encode(), plus each text's L2-normalised word-piece vectors from the same forward pass (for MaxSim
+        reranking, ingest.token_vectors); None from an embedder that does not give them."""
+        ...
+
+    def tokenizer_json(self) -> str | None:
+        """The `tokenizers.Tokenizer` it counts with, as JSON (a parse worker rebuilds it); None if none."""
+        ...
+
 
 def _whole_words(vocab: dict[str, int]) -> frozenset[str]:
     return frozenset(w for w in vocab if w.isalpha() and not w.startswith("##"))
@@ -103,6 +113,13 @@ class SentenceTransformerEmbedder:
         vocab = self._tokenizer.get_vocab() if self._tokenizer is not None else self._model.tokenizer.get_vocab()
         return _whole_words(vocab)
 
+    def encode_with_tokens(self, texts: Sequence[str], batch_size: int = 32) -> tuple[np.ndarray, None]:
+        """No word-piece vectors from this backend: the index keeps the vectors alone (no MaxSim rerank)."""
+        return self.encode(texts, batch_size), None
+
+    def tokenizer_json(self) -> str | None:
+        return self._tokenizer.to_str() if self._tokenizer is not None else None
+
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         if not texts:
             return []
@@ -157,6 +174,9 @@ class OnnxInt8Embedder:
 
     def known_words(self) -> frozenset[str]:
         return _whole_words(self._tokenizer.get_vocab())
+
+    def tokenizer_json(self) -> str | None:
+        return str(self._tokenizer.to_str())
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         if not texts:

@@ -43,6 +43,7 @@ import numpy as np
 from ingest.dedupe import group_duplicates
 from ingest.errors import LibraryLocked, UnsupportedFileType
 from ingest.loaders import kind_for_name
+from ingest.public import DocumentInfo
 from ingest.textnorm import KEYWORDS_VERSION, keyword_tokens
 from ingest.token_vectors import TokenIndex
 
@@ -92,10 +93,10 @@ class DocumentRecord:
     parsed_as: str = ""  # the type the name asked for (ingest.loaders.kind_for_name)
     also_named: list[str] = field(default_factory=list)  # the document's other names (same bytes, other paths)
 
-    def public(self) -> dict[str, Any]:
-        return {"id": self.id, "name": self.name, "title": self.title, "type": self.kind, "size": self.size,
-                self.unit_label: self.units, "units": self.units, "unit_label": self.unit_label,
-                "chunks": self.chunks, "ingested_at": self.ingested_at, "also_named": self.also_named}
+    def info(self) -> DocumentInfo:
+        return DocumentInfo.of(id=self.id, name=self.name, title=self.title, type=self.kind, size=self.size,
+                               units=self.units, unit_label=self.unit_label, chunks=self.chunks,
+                               ingested_at=self.ingested_at, also_named=self.also_named)
 
 
 @dataclass

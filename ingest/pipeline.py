@@ -32,7 +32,7 @@ from ingest.library import ChunkRow, DocumentRecord, Library, Writer, now_iso
 from ingest.loaders import SUPPORTED_SUFFIXES, kind_for_name
 from ingest.names import display_name
 from ingest.originals import Originals, StagedOriginal
-from ingest.parse_job import FileParser, ParseSettings, tokenizer_json
+from ingest.parse_job import FileParser, ParseSettings
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 REUSE_JACCARD = 0.8  # the cross-file dedupe threshold: a chunk that will collapse into its twin
@@ -89,6 +89,16 @@ class Report:
     def skipped(self) -> list[FileResult]:
         return [f for f in self.files if f.status == "skipped"]
 
+    def finish(self, start: float) -> Report:
+        """Files in name order, and the totals of those ingested or replaced."""
+        self.files.sort(key=lambda r: r.name)
+        done = [f for f in self.files if f.status in ("ingested", "replaced")]
+        self.documents = len(done)
+        self.units = sum(f.units for f in done)
+        self.chunks = sum(f.chunks for f in done)
+        self.seconds = time.perf_counter() - start
+        return self
+
     def public(self) -> dict[str, Any]:
         return {"documents": self.documents, "units": self.units, "chunks": self.chunks,
                 "embedded": self.embedded, "duplicates_collapsed": self.collapsed,
@@ -139,6 +149,19 @@ def skipped(name: str, exc: Exception) -> FileResult:
     return FileResult(name, "skipped", reason=reason)
 
 
+def for_each_file(files: list[SourceFile], report: Report, handle: Callable[[SourceFile], None],
+                  progress: Progress | None = None) -> None:
+    """`handle` each file; one that raises is reported skipped with the reason (a parser bug on a hostile file
+    must not sink the batch either). The loop of every store's ingest."""
+    for i, f in enumerate(files):
+        try:
+            handle(f)
+        except Exception as exc:
+            report.files.append(skipped(f.name, exc))
+        if progress:
+            progress("parse", i + 1, len(files))
+
+
 def read_source(f: SourceFile, max_bytes: int) -> bytes:
     """The file's bytes, after checking its type by name and its size (IngestError says what is wrong)."""
     kind_for_name(f.name)
@@ -180,7 +203,7 @@ class Pipeline:
     def __init__(self, library: Library, embedder: Embedder, *, max_file_bytes: int = 100 * 2**20,
                  max_unpacked_bytes: int = 500 * 2**20, batch_size: int = 16,
                  chunk_tokens: int | None = None, max_passages: int = 5_000, parse_timeout: float = 60.0,
-                 parse_memory_mb: int = 1024, isolate_parsing: bool = True) -> None:
+                 parse_memory_mb: int = 1024, isolate_parsing: bool = True, ocr: bool = True) -> None:
         self.library = library
         self.embedder = embedder
         self.chunker = Chunker(embedder.count_tokens, min(chunk_tokens or embedder.max_tokens, embedder.max_tokens))
@@ -189,8 +212,9 @@ class Pipeline:
         self.batch_size = batch_size
         # parse + chunk in a worker with these limits (ingest.isolation); passages per document capped (parse_job)
         self.parser = FileParser(
-            ParseSettings(max_unpacked_bytes, max_passages, self.chunker.max_tokens, self.chunker.max_chars),
-            embedder.count_tokens, tokenizer=tokenizer_json(embedder), isolate=isolate_parsing,
+            ParseSettings(max_unpacked_bytes, max_passages, self.chunker.max_tokens, self.chunker.max_chars,
+                          ocr=ocr, ocr_seconds=parse_timeout / 2),  # OCR: ingest.ocr, at most half the timeout
+            embedder.count_tokens, tokenizer=embedder.tokenizer_json(), isolate=isolate_parsing,
             timeout_s=parse_timeout, memory_mb=parse_memory_mb)
         self.originals = Originals(library.data_dir)  # each document's bytes, for page previews
 
@@ -241,13 +265,7 @@ class Pipeline:
                 n.result.units = n.result.chunks = 0
         self.originals.discard(n.original for n in plans)
         report.files.extend(n.result for n in plans)
-        report.files.sort(key=lambda r: r.name)
-        done = [f for f in report.files if f.status in ("ingested", "replaced")]
-        report.documents = len(done)
-        report.units = sum(f.units for f in done)
-        report.chunks = sum(f.chunks for f in done)
-        report.seconds = time.perf_counter() - start
-        return report
+        return report.finish(start)
 
     def _plan(self, files: list[SourceFile], report: Report, progress: Progress | None) -> list[_Named]:
         """Read every file and parse those whose (bytes, type) the library lacks; no lock held. Unchanged and
@@ -257,31 +275,29 @@ class Pipeline:
         batch: dict[str, tuple[str, str]] = {}  # name -> key, for this batch
         parsed: dict[tuple[str, str], _Staged] = {}
         plans: list[_Named] = []
-        for i, f in enumerate(files):
-            try:
-                data = read_source(f, self.max_file_bytes)
-                doc_id, content, parsed_as = identity(f.name, data)
-                key = (content, parsed_as)
-                if f.name in batch:
-                    if batch[f.name] != key:
-                        raise IngestError("another file of this batch has the same name: ingest their common "
-                                          "folder, or rename one (an upload may name a folder: folder/name)")
-                    report.files.append(FileResult(f.name, "unchanged", stored.get(key, doc_id)))
-                elif key in stored and names.get(f.name) == stored[key] and self.originals.find(*key):
-                    report.files.append(FileResult(f.name, "unchanged", stored[key]))
-                elif key in stored or key in parsed:
-                    plans.append(_Named(FileResult(f.name, "ingested", stored.get(key, doc_id)), key,
-                                        original=self.originals.stage(data, *key)))
-                else:
-                    s = self._stage(f, data, doc_id)
-                    s.doc.content, s.doc.parsed_as = key
-                    parsed[key] = s
-                    plans.append(_Named(s.result, key, s, self.originals.stage(data, *key)))
-                batch[f.name] = key
-            except Exception as exc:  # a parser bug on a hostile file must not sink the batch either
-                report.files.append(skipped(f.name, exc))
-            if progress:
-                progress("parse", i + 1, len(files))
+
+        def plan(f: SourceFile) -> None:
+            data = read_source(f, self.max_file_bytes)
+            doc_id, content, parsed_as = identity(f.name, data)
+            key = (content, parsed_as)
+            if f.name in batch:
+                if batch[f.name] != key:
+                    raise IngestError("another file of this batch has the same name: ingest their common "
+                                      "folder, or rename one (an upload may name a folder: folder/name)")
+                report.files.append(FileResult(f.name, "unchanged", stored.get(key, doc_id)))
+            elif key in stored and names.get(f.name) == stored[key] and self.originals.find(*key):
+                report.files.append(FileResult(f.name, "unchanged", stored[key]))
+            elif key in stored or key in parsed:
+                plans.append(_Named(FileResult(f.name, "ingested", stored.get(key, doc_id)), key,
+                                    original=self.originals.stage(data, *key)))
+            else:
+                s = self._stage(f, data, doc_id)
+                s.doc.content, s.doc.parsed_as = key
+                parsed[key] = s
+                plans.append(_Named(s.result, key, s, self.originals.stage(data, *key)))
+            batch[f.name] = key
+
+        for_each_file(files, report, plan, progress)
         return plans
 
     @staticmethod
@@ -326,14 +342,11 @@ class Pipeline:
         hashes = sorted(todo, key=lambda h: len(todo[h][0].embed_text))  # similar lengths share a batch
         texts = [todo[h][0].embed_text for h in hashes]
         step = max(self.batch_size * 8, 1)
-        with_tokens = getattr(self.embedder, "encode_with_tokens", None)
         for i in range(0, len(texts), step):
             part = texts[i : i + step]
-            if with_tokens is not None:
-                vecs, token_vecs = with_tokens(part, batch_size=self.batch_size)
-                packed: list[bytes | None] = [token_vectors.pack(t) for t in token_vecs]
-            else:
-                vecs, packed = self.embedder.encode(part, batch_size=self.batch_size), [None] * len(part)
+            vecs, token_vecs = self.embedder.encode_with_tokens(part, batch_size=self.batch_size)
+            packed: list[bytes | None] = ([None] * len(part) if token_vecs is None
+                                          else [token_vectors.pack(t) for t in token_vecs])
             for h, v, t in zip(hashes[i : i + step], vecs, packed, strict=True):
                 for c in todo[h]:
                     c.embedding = v

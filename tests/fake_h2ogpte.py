@@ -88,7 +88,8 @@ class FakeH2OGPTe:
             Route("/api/v1/messages/{message_id}/references", self.message_references),
             WebSocketRoute("/ws", self.chat_socket),
         ])
-        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                    timeout_graceful_shutdown=1))
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
     def __enter__(self) -> FakeH2OGPTe:
@@ -100,7 +101,7 @@ class FakeH2OGPTe:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.should_exit = True
+        self._server.should_exit = True  # idle keep-alive and websocket connections get 1 s, not a 10 s wait
         self._thread.join(timeout=10)
 
     def _authorized(self, request: Request | WebSocket) -> bool:

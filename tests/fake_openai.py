@@ -28,7 +28,8 @@ class FakeOpenAI:
         self.url = f"http://127.0.0.1:{self.port}/v1"
         app = Starlette(routes=[Route("/v1/models", self.models),
                                 Route("/v1/chat/completions", self.chat, methods=["POST"])])
-        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                    timeout_graceful_shutdown=1))
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
     def __enter__(self) -> FakeOpenAI:
@@ -40,7 +41,7 @@ class FakeOpenAI:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.should_exit = True
+        self._server.should_exit = True  # idle keep-alive and websocket connections get 1 s, not a 10 s wait
         self._thread.join(timeout=10)
 
     async def models(self, request: Request) -> JSONResponse:

@@ -13,7 +13,7 @@ from app.qa.evaluate import answer_defects, evaluate_sets
 from app.qa.mentions import SourceNames
 from app.qa.retrieve import Retriever
 from app.qa.service import QAService
-from app.qa.store import LocalStore
+from app.qa.stores.local import LocalStore
 from app.qa.types import DocumentRef, Source
 from ingest.pipeline import SourceFile
 from tests.conftest import SAMPLES

@@ -37,7 +37,7 @@ def client(server):
 def test_health_and_ready(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz").json()
-    assert ready["status"] == "ready" and ready["documents"] == len(SAMPLE_FILES)
+    assert ready["status"] == "ready" and ready["documents"] >= len(SAMPLE_FILES)  # other tests add more
 
 
 def test_upload_reports_and_reupload_is_unchanged(client):
@@ -45,7 +45,8 @@ def test_upload_reports_and_reupload_is_unchanged(client):
     body = client.post("/api/v1/documents", files=files).json()
     assert [f["status"] for f in body["files"]] == ["unchanged", "unchanged"]
     listed = client.get("/api/v1/documents").json()
-    assert listed["count"] == len(SAMPLE_FILES)
+    assert listed["count"] == len(listed["documents"]) and {p.name for p in SAMPLE_FILES} <= {
+        d["name"] for d in listed["documents"]}
     pptx = next(d for d in listed["documents"] if d["name"].endswith(".pptx"))
     assert pptx["type"] == "pptx" and pptx["slides"] == 6 and pptx["chunks"] >= 4
     assert client.get(f"/api/v1/documents/{pptx['id']}").json()["name"] == pptx["name"]
@@ -164,12 +165,15 @@ def test_concurrent_uploads_and_queries(client, server):
 
 
 def test_delete_removes_from_search(client):
-    docs = {d["name"]: d["id"] for d in client.get("/api/v1/documents").json()["documents"]}
-    r = client.delete(f"/api/v1/documents/{docs['deck1.pdf']}")
-    assert r.status_code == 200
-    assert client.get(f"/api/v1/documents/{docs['deck1.pdf']}").status_code == 404
-    hits = client.post("/api/v1/search", json={"query": "Peephole connection number 1", "top_k": 10}).json()
-    assert all(h["document"]["name"] != "deck1.pdf" for h in hits["results"])
+    deck = make_pdf(["Deletion deck\nThe spy gate number 41 reads the cell state through a keyhole."])
+    up = client.post("/api/v1/documents", files=[("files", ("delete-me.pdf", deck))]).json()
+    doc_id = up["files"][0]["document_id"]
+    query = {"query": "spy gate number 41 keyhole", "top_k": 10}
+    assert client.post("/api/v1/search", json=query).json()["results"][0]["document"]["id"] == doc_id
+    assert client.delete(f"/api/v1/documents/{doc_id}").status_code == 200
+    assert client.get(f"/api/v1/documents/{doc_id}").status_code == 404
+    hits = client.post("/api/v1/search", json=query).json()
+    assert all(h["document"]["id"] != doc_id for h in hits["results"])
 
 
 def test_openapi_and_swagger(client):

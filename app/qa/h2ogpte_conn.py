@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from app.qa.retry import RETRY_STATUS, with_retries
+
 T = TypeVar("T")
-RETRY_STATUS = {429, 500, 502, 503, 504}
 INSTALL_HINT = "the h2oGPTe backend needs the h2ogpte client: pip install h2ogpte==1.7.5"
 
 
@@ -39,6 +39,7 @@ class H2OGPTeConnection:
             raise RuntimeError(INSTALL_HINT) from exc
         self.timeout = timeout
         self.retries = retries
+        self.closed = False
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, name="h2ogpte-loop", daemon=True).start()
 
@@ -55,17 +56,14 @@ class H2OGPTeConnection:
 
     def call(self, factory: Callable[[], Coroutine[Any, Any, T]], timeout: float | None = None) -> T:
         """submit() with retries on 429/5xx."""
-        for attempt in range(self.retries + 1):
-            try:
-                return self.submit(factory(), timeout)
-            except Exception as exc:
-                if status_of(exc) in RETRY_STATUS and attempt < self.retries:
-                    time.sleep(min(0.5 * 2**attempt, 4.0))
-                    continue
-                raise
-        raise AssertionError("unreachable")
+        return with_retries(lambda: self.submit(factory(), timeout), self.retries,
+                            lambda exc: status_of(exc) in RETRY_STATUS)
 
     def close(self) -> None:
+        """Shared by the store and the answerers, so each may close it: the first call does."""
+        if self.closed:
+            return
+        self.closed = True
         try:
             self.submit(self.client.close(), timeout=5)
         finally:

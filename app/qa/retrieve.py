@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -90,11 +89,8 @@ class Retriever:
 
     def embed_query(self, query: str) -> tuple[np.ndarray, np.ndarray | None]:
         """The query vector and, when the embedder gives them, its word-piece vectors (one forward pass)."""
-        with_tokens: Any = getattr(self.embedder, "encode_with_tokens", None)
-        if with_tokens is None:
-            return self.embedder.encode([query], batch_size=1)[0], None
-        vecs, tokens = with_tokens([query], batch_size=1)
-        return vecs[0], tokens[0]
+        vecs, tokens = self.embedder.encode_with_tokens([query], batch_size=1)
+        return vecs[0], tokens[0] if tokens is not None else None
 
     def search(self, snap: Snapshot, query: str, top_k: int, document_ids: Sequence[str] | None = None,
                query_vec: np.ndarray | None = None) -> list[Hit]:

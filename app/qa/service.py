@@ -1,15 +1,20 @@
-"""search and ask: retrieval plus answering, with timings. Knows nothing of HTTP."""
+"""QAService: the one entrance for the HTTP routes and the CLI (search, ask, ingest, documents, delete, models,
+stats). It holds a Store and an Answerer (app.qa.ports), assembles every AskResult (sources, timings, history)
+and runs the backends' lifecycle. Knows nothing of HTTP or settings."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
-from typing import Protocol
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from app.previews import NoPreview, PageImage, Previews
-from app.qa.answer import Answerer
-from app.qa.store import Store
+from app.qa.ports import Answerer, Store
 from app.qa.types import Answer, AskResult, Source
+from ingest.pipeline import Progress, Report, SourceFile
+from ingest.public import DocumentInfo
+
+MANY_IDS = 8
 
 
 def retrieval_query(question: str, history: Sequence[str] | None) -> str:
@@ -19,22 +24,32 @@ def retrieval_query(question: str, history: Sequence[str] | None) -> str:
     return f"{history[-1]} {question}"
 
 
-class AskEngine(Protocol):
-    """A backend that retrieves and answers in one step (h2oGPTe's chat over its collection)."""
-
-    def ask_stream(self, question: str, top_k: int, document_ids: Sequence[str] | None = None,
-                   history: Sequence[str] | None = None) -> Iterator[str | AskResult]: ...
-
-
 class QAService:
     def __init__(self, store: Store, answerer: Answerer, *, default_top_k: int = 5,
-                 engine: AskEngine | None = None, previews: Previews | None = None) -> None:
+                 previews: Previews | None = None) -> None:
         self.store = store
         self.answerer = answerer
         self.default_top_k = default_top_k
-        self.engine = engine
         self.previews = previews  # page images; None where the documents are not ours (h2oGPTe)
 
+    # -- lifecycle: the app's lifespan and the CLI's `with` --
+    def warm_up(self) -> None:
+        self.store.warm_up()
+        self.answerer.warm_up()
+
+    def close(self) -> None:
+        self.answerer.close()
+        self.store.close()
+        if self.previews is not None:
+            self.previews.close()
+
+    def __enter__(self) -> QAService:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- questions --
     def search(self, query: str, top_k: int, document_ids: Sequence[str] | None = None) -> list[Source]:
         return self.store.search(query, top_k, document_ids)
 
@@ -49,30 +64,56 @@ class QAService:
 
     def ask_stream(self, question: str, top_k: int | None = None, document_ids: Sequence[str] | None = None,
                    history: Sequence[str] | None = None) -> Iterator[str | AskResult]:
-        """Answer text deltas as they are produced, then the complete AskResult."""
-        if self.engine is not None:
-            yield from self.engine.ask_stream(question, top_k or self.default_top_k, document_ids, history)
-            return
+        """Answer text deltas as they are produced, then the complete AskResult. An answerer that retrieves for
+        itself gets no sources (unless a document filter asks for ours) and returns the ones it used."""
+        k = top_k or self.default_top_k
         t0 = time.perf_counter()
-        sources = self.store.search(retrieval_query(question, history), top_k or self.default_top_k, document_ids)
+        own = self.answerer.retrieves and not document_ids
+        sources = None if own else self.store.search(retrieval_query(question, history), k, document_ids)
         t1 = time.perf_counter()
         unknown = self.store.unknown_terms(question)
         answer: Answer | None = None
-        stream = getattr(self.answerer, "stream", None)
-        if stream is None:
-            answer = self.answerer.answer(question, sources, unknown_terms=unknown)
-            yield answer.text
-        else:
-            for item in stream(question, sources, unknown_terms=unknown):
-                if isinstance(item, Answer):
-                    answer = item
-                else:
-                    yield item
+        for item in self.answerer.stream(question, sources, unknown_terms=unknown, history=history or (), top_k=k):
+            if isinstance(item, Answer):
+                answer = item
+            else:
+                yield item
         assert answer is not None
         t2 = time.perf_counter()
         timings = {"retrieve": round((t1 - t0) * 1000, 1), "answer": round((t2 - t1) * 1000, 1),
                    "total": round((t2 - t0) * 1000, 1)}
-        yield AskResult(answer, sources, timings)
+        yield AskResult(answer, answer.sources if answer.sources is not None else sources or [], timings)
+
+    def models(self) -> list[str]:
+        return self.answerer.models()
+
+    @property
+    def backend(self) -> str:
+        """The answer backend's name (extractive, openai, h2ogpte)."""
+        return self.answerer.name
+
+    # -- documents --
+    def ingest(self, files: list[SourceFile], *, progress: Progress | None = None,
+               on_lock_wait: Callable[[], None] | None = None) -> Report:
+        return self.store.ingest(files, progress=progress, on_lock_wait=on_lock_wait)
+
+    def documents(self) -> list[DocumentInfo]:
+        return self.store.documents()
+
+    def document(self, doc_id: str) -> DocumentInfo | None:
+        return self.store.document(doc_id)
+
+    def delete(self, doc_id: str) -> bool:
+        return self.store.delete(doc_id)
+
+    def unknown_documents(self, ids: Sequence[str]) -> list[str]:
+        """The ids that name no document, in request order. A few ids are looked up one by one; more in one
+        listing (with h2oGPTe every lookup lists the collection)."""
+        wanted = list(dict.fromkeys(ids))
+        if len(wanted) > MANY_IDS:
+            known = {d.id for d in self.store.documents()}
+            return [i for i in wanted if i not in known]
+        return [i for i in wanted if self.store.document(i) is None]
 
     def page_image(self, doc_id: str, page: int, size: str) -> PageImage:
         """Page or slide `page` (1-based) of a document as a PNG (size thumb|full). Raises NoPreview (none can be
@@ -82,6 +123,10 @@ class QAService:
                             "documents of this server are not kept here")
         return self.previews.page_image(doc_id, page, size)
 
-    def models(self) -> list[str]:
-        list_models = getattr(self.answerer, "models", None)
-        return list_models() if list_models is not None else [self.answerer.name]
+    def stats(self) -> dict[str, Any]:
+        return self.store.stats()
+
+    @property
+    def where(self) -> str:
+        """Where the documents live, for reports ("data dir: ./data", "h2oGPTe collection: lectures")."""
+        return self.store.where

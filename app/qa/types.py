@@ -52,6 +52,7 @@ class Answer:
     answered_by: str = "extractive"
     llm_error: str | None = None  # set when an LLM backend failed and the extractive answer stands in
     why: str | None = None  # how the answer-or-refuse decision was reached (shown by `lecture-qa eval --explain`)
+    sources: list[Source] | None = None  # set by an answerer that retrieved for itself (h2oGPTe's chat)
 
 
 @dataclass

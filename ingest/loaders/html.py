@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from ingest.errors import TooComplex
+from ingest.loaders.headings import HeadingPath
 from ingest.loaders.limits import DEFAULT_MAX_CHARS, MAX_HTML_DEPTH, MAX_HTML_ELEMENTS, TextBudget, too_many
 from ingest.loaders.sniff import decode_text
 from ingest.units import ParsedDocument, Unit
@@ -79,7 +80,7 @@ def load_html(data: bytes, fallback_title: str, *, max_chars: int = DEFAULT_MAX_
         tag.decompose()
     root = soup.find("article") or soup.find("main") or soup.body or soup
     units: list[Unit] = []
-    path: list[tuple[int, str]] = []
+    path = HeadingPath()
     lines: list[str] = []
     current: list[str] = []
 
@@ -93,12 +94,10 @@ def load_html(data: bytes, fallback_title: str, *, max_chars: int = DEFAULT_MAX_
         flush_line()
         body = budget.take("\n".join(lines).strip())
         if body:
-            section = " > ".join(t for _, t in path) or title or fallback_title
-            units.append(Unit(text=body, location={"section": section}, title=path[-1][1] if path else ""))
+            units.append(path.unit(body, title or fallback_title))
         lines.clear()
 
     def walk(node: Tag) -> None:
-        nonlocal path
         for child in node.children:
             if isinstance(child, NavigableString):
                 if type(child).__name__ in ("Comment", "Doctype", "Declaration", "ProcessingInstruction"):
@@ -111,7 +110,7 @@ def load_html(data: bytes, fallback_title: str, *, max_chars: int = DEFAULT_MAX_
                     level = int(name[1])
                     heading = child.get_text(" ", strip=True)
                     if heading:
-                        path = [p for p in path if p[0] < level] + [(level, heading)]
+                        path.enter(level, heading)
                         lines.append(heading)
                 elif name == "pre":
                     flush_line()

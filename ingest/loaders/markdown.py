@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from ingest.loaders.headings import HeadingPath
 from ingest.loaders.sniff import decode_text
 from ingest.units import ParsedDocument, Unit
 
@@ -93,13 +94,13 @@ def clean_prose(text: str) -> str:
 def split_sections(text: str) -> list[tuple[list[str], str]]:
     """Split at ATX headings outside code fences: [(heading path, body including its heading line)]."""
     sections: list[tuple[list[str], str]] = []
-    path: list[tuple[int, str]] = []
+    path = HeadingPath()
     body: list[str] = []
     in_fence = False
     fence = ""
 
     def flush() -> None:
-        sections.append(([t for _, t in path], "\n".join(body)))
+        sections.append((path.titles, "\n".join(body)))
         body.clear()
 
     for line in text.split("\n"):
@@ -115,7 +116,7 @@ def split_sections(text: str) -> list[tuple[list[str], str]]:
         if m_h:
             flush()
             level, title = len(m_h.group(1)), clean_prose(m_h.group(2)).strip("*_ ")
-            path = [p for p in path if p[0] < level] + [(level, title)]
+            path.enter(level, title)
             body.append(title)
             continue
         body.append(line)

@@ -52,4 +52,4 @@ async def models(service: ServiceDep, _: KeyDep) -> dict[str, Any]:
         names = await run_in_threadpool(service.models)
     except Exception as exc:  # the LLM endpoint is down: say so, as a 502
         raise HTTPException(status.HTTP_502_BAD_GATEWAY, f"the model list could not be fetched: {exc}") from exc
-    return {"backend": service.answerer.name, "models": names}
+    return {"backend": service.backend, "models": names}

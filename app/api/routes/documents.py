@@ -22,17 +22,17 @@ def safe_name(raw: str | None) -> str:
     return display_name(raw or "") or "upload"
 
 
-@router.get("/documents", response_model=DocumentsPublic, summary="List indexed documents",
-            responses=error_responses(401, 503))
+@router.get("/documents", response_model=DocumentsPublic, response_model_exclude_none=True,
+            summary="List indexed documents", responses=error_responses(401, 503))
 async def list_documents(service: ServiceDep, _: KeyDep) -> Any:
-    docs = await run_in_threadpool(service.store.documents)
+    docs = await run_in_threadpool(service.documents)
     return {"documents": docs, "count": len(docs)}
 
 
-@router.get("/documents/{doc_id}", response_model=DocumentPublic, summary="One document",
-            responses=error_responses(401, 404, 422, 503, e404="No such document"))
+@router.get("/documents/{doc_id}", response_model=DocumentPublic, response_model_exclude_none=True,
+            summary="One document", responses=error_responses(401, 404, 422, 503, e404="No such document"))
 async def get_document(doc_id: str, service: ServiceDep, _: KeyDep) -> Any:
-    doc = await run_in_threadpool(service.store.document, doc_id)
+    doc = await run_in_threadpool(service.document, doc_id)
     if doc is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no document with id {doc_id!r}")
     return doc
@@ -41,7 +41,7 @@ async def get_document(doc_id: str, service: ServiceDep, _: KeyDep) -> Any:
 @router.delete("/documents/{doc_id}", summary="Delete a document and its chunks",
                responses=error_responses(401, 403, 404, 422, 503, e404="No such document"))
 async def delete_document(doc_id: str, service: ServiceDep, _: AdminDep) -> dict[str, Any]:
-    if not await run_in_threadpool(service.store.delete, doc_id):
+    if not await run_in_threadpool(service.delete, doc_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no document with id {doc_id!r}")
     return {"deleted": doc_id}
 
@@ -69,7 +69,7 @@ async def upload_documents(files: Annotated[list[UploadFile], File(description="
     if not sources:
         raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
                             unsupported[0]["reason"] if unsupported else "no file was sent")
-    report = await run_in_threadpool(service.store.ingest, sources)
+    report = await run_in_threadpool(service.ingest, sources)
     body = report.public()
     body["files"] = sorted(body["files"] + unsupported, key=lambda f: f["name"])
     if report.error:

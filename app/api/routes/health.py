@@ -24,4 +24,4 @@ def readyz(request: Request) -> Any:
         error = getattr(request.app.state, "startup_error", None)
         body = {"status": "failed" if error else "loading", "error": error}
         return JSONResponse(body, status_code=503)
-    return {"status": "ready", "pid": os.getpid(), **service.store.stats()}
+    return {"status": "ready", "pid": os.getpid(), **service.stats()}

@@ -39,6 +39,7 @@ import numpy as np
 
 from app.qa.answer.prompting import drop_unknown_markers, said_not_found
 from app.qa.types import Citation, Source
+from ingest.sentences import LINES
 from ingest.textnorm import keyword_tokens, words
 
 SUPPORT = 0.575
@@ -47,7 +48,6 @@ MIN_WORDS = 3  # shorter pieces ("Yes.", "In short:") state nothing to attribute
 
 _MARKER = re.compile(r"\[(\d+)\]")
 _MARKERS_AFTER_END = re.compile(r"([.!?])((?:[ \t]*\[\d+\])+)")  # "memory. [1]" -> "memory [1]."
-_BREAK = re.compile(r"\n+|(?<=[.!?])[ \t]+(?=[^a-z\s])")  # "e.g. the" is not a sentence end
 _END = re.compile(r"[.!?:;]*[\"'*_)]*$")
 
 
@@ -66,7 +66,7 @@ class Support:
 
 def source_sentences(text: str) -> list[str]:
     """A passage's lines and sentences of MIN_WORDS words or more (a slide bullet counts as a sentence)."""
-    out = [s.strip() for line in text.split("\n") for s in _BREAK.split(line.strip(" \t•-*#>"))
+    out = [s.strip() for line in text.split("\n") for s in LINES.split(line.strip(" \t•-*#>"))
            if len(words(s)) >= MIN_WORDS]
     return out or [text.strip()]
 
@@ -75,7 +75,7 @@ def pieces(text: str) -> list[tuple[str, str]]:
     """(sentence or line, the whitespace after it): joined back together they are `text` again."""
     out: list[tuple[str, str]] = []
     start = 0
-    for m in _BREAK.finditer(text):
+    for m in LINES.finditer(text):
         out.append((text[start : m.start()], m.group()))
         start = m.end()
     out.append((text[start:], ""))

@@ -11,21 +11,21 @@ terms nobody knows ("Mamba"), which refuse by rule.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from app.qa.answer import NOT_COVERED
+from app.qa.answer import NOT_COVERED, BaseAnswerer
 from app.qa.answer.answerability import Answerability, Signals
 from app.qa.answer.vector_cache import VectorCache
 from app.qa.types import Answer, Citation, Source
 from ingest.embedding import Embedder
+from ingest.sentences import STARTS
 from ingest.textnorm import keyword_tokens, words
 
 QUESTION_WORDS = frozenset(keyword_tokens(
     "what how why when where which who explain describe define definition meaning mean difference differ between "
     "use used work works tell give example examples"))
-_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[A-Z0-9$\\])")
 _FENCE = re.compile(r"```.*?(```|$)", re.S)
 
 
@@ -83,7 +83,7 @@ def sentences_of(text: str) -> list[str]:
     text = _EMPHASIS.sub("", _FENCE.sub("\n", text))
     out: list[str] = []
     for line in _lines(text):
-        for s in _SPLIT.split(line):
+        for s in STARTS.split(line):
             s = s.strip()
             if len(words(s)) >= 3 and not s.startswith(("import ", "def ", "class ", ">>>")):
                 out.append(s)
@@ -104,7 +104,7 @@ def is_heading(sentence: str, source: Source) -> bool:
     return s == first or (bool(section) and s.lower() == section.lower())
 
 
-class ExtractiveAnswerer:
+class ExtractiveAnswerer(BaseAnswerer):
     name = "extractive"
     not_covered = NOT_COVERED
 
@@ -147,6 +147,13 @@ class ExtractiveAnswerer:
                           sentence=float(cos.max()) if len(cos) else 0.0, term_share=max(shares),
                           rare_share=max(rare), unknown=float(len(unknown_terms)), absent=absent, lacking=lacking)
         return signals, cands, cos
+
+    def stream(self, question: str, sources: list[Source] | None, *, unknown_terms: Sequence[str] = (),
+               history: Sequence[str] = (), top_k: int = 5) -> Iterator[str | Answer]:
+        """Not incremental: the whole text as one delta, then the Answer."""
+        answer = self.answer(question, list(sources or ()), unknown_terms=unknown_terms)
+        yield answer.text
+        yield answer
 
     def answer(self, question: str, sources: list[Source], *, unknown_terms: Sequence[str] = ()) -> Answer:
         if not sources:

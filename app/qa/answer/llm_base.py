@@ -1,30 +1,32 @@
-"""What every LLM answerer shares: `answer()` drains `stream()`, the extractive stand-in, and the final check that
-keeps the model's valid [n] markers and attributes its unmarked sentences to the sources (attribution.py)."""
+"""What every LLM answerer shares: the extractive stand-in, and the final check that keeps the model's valid [n]
+markers and attributes its unmarked sentences to the sources (attribution.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
+from app.qa.answer import BaseAnswerer
 from app.qa.answer.attribution import Attributor
 from app.qa.answer.extractive import ExtractiveAnswerer
 from app.qa.types import Answer, Source
 
 
-class LLMAnswerer:
+class LLMAnswerer(BaseAnswerer):
     name = "llm"
     fallback: ExtractiveAnswerer
 
-    def stream(self, question: str, sources: list[Source], *,
-               unknown_terms: Sequence[str] = ()) -> Iterator[str | Answer]:
-        raise NotImplementedError
+    def stream(self, question: str, sources: list[Source] | None, *, unknown_terms: Sequence[str] = (),
+               history: Sequence[str] = (), top_k: int = 5) -> Iterator[str | Answer]:
+        """The model's answer over the sources; with none there is nothing to ask it (the extractive refusal)."""
+        given = list(sources or ())
+        if not given:
+            yield from self.extractive(question, given, unknown_terms)
+            return
+        yield from self.generate(question, given, unknown_terms)
 
-    def answer(self, question: str, sources: list[Source], *, unknown_terms: Sequence[str] = ()) -> Answer:
-        result: Answer | None = None
-        for item in self.stream(question, sources, unknown_terms=unknown_terms):
-            if isinstance(item, Answer):
-                result = item
-        assert result is not None
-        return result
+    def generate(self, question: str, sources: list[Source], unknown_terms: Sequence[str]) -> Iterator[str | Answer]:
+        """Text deltas, then the checked Answer (or the extractive one, with `llm_error`, when the model fails)."""
+        raise NotImplementedError
 
     def extractive(self, question: str, sources: list[Source], unknown_terms: Sequence[str],
                    error: BaseException | None = None) -> Iterator[str | Answer]:

@@ -8,7 +8,6 @@ back to the extractive answer and says why (`answered_by`, `llm_error`).
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator, Sequence
 
 import httpx
@@ -16,13 +15,14 @@ import httpx
 from app.qa.answer.extractive import ExtractiveAnswerer
 from app.qa.answer.llm_base import LLMAnswerer
 from app.qa.answer.prompting import build_messages
+from app.qa.retry import RETRY_STATUS, with_retries
 from app.qa.types import Answer, Source
-
-RETRY_STATUS = {429, 500, 502, 503, 504}
 
 
 class LLMUnavailable(Exception):
-    pass
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class OpenAICompatAnswerer(LLMAnswerer):
@@ -46,12 +46,8 @@ class OpenAICompatAnswerer(LLMAnswerer):
         r.raise_for_status()
         return [m["id"] for m in r.json().get("data", [])]
 
-    def stream(self, question: str, sources: list[Source], *,
-               unknown_terms: Sequence[str] = ()) -> Iterator[str | Answer]:
+    def generate(self, question: str, sources: list[Source], unknown_terms: Sequence[str]) -> Iterator[str | Answer]:
         """Text deltas as the model produces them, then the checked Answer."""
-        if not sources:
-            yield from self.extractive(question, sources, unknown_terms)
-            return
         parts: list[str] = []
         try:
             for delta in self._chat(build_messages(question, sources, self.context_chars)):
@@ -67,15 +63,10 @@ class OpenAICompatAnswerer(LLMAnswerer):
     def _chat(self, messages: list[dict[str, str]]) -> Iterator[str]:
         body = {"model": self.model, "messages": messages, "stream": True, "temperature": 0,
                 "max_tokens": self.max_tokens}
-        for attempt in range(self.retries + 1):
-            with httpx.Client(timeout=self.timeout) as client, client.stream(
-                    "POST", f"{self.base_url}/chat/completions", json=body, headers=self.headers) as r:
-                if r.status_code in RETRY_STATUS and attempt < self.retries:
-                    time.sleep(min(0.5 * 2**attempt, 4.0))
-                    continue
-                if r.status_code != 200:
-                    r.read()
-                    raise LLMUnavailable(f"HTTP {r.status_code}: {r.text[:200]}")
+        with httpx.Client(timeout=self.timeout) as client:
+            r = with_retries(lambda: self._open(client, body), self.retries,
+                             lambda exc: isinstance(exc, LLMUnavailable) and exc.status in RETRY_STATUS)
+            try:
                 for line in r.iter_lines():
                     if not line.startswith("data:"):
                         continue
@@ -86,4 +77,14 @@ class OpenAICompatAnswerer(LLMAnswerer):
                     delta = (choice.get("delta") or {}).get("content")
                     if delta:
                         yield delta
-                return
+            finally:
+                r.close()
+
+    def _open(self, client: httpx.Client, body: dict[str, object]) -> httpx.Response:
+        request = client.build_request("POST", f"{self.base_url}/chat/completions", json=body, headers=self.headers)
+        r = client.send(request, stream=True)
+        if r.status_code != 200:
+            r.read()
+            r.close()
+            raise LLMUnavailable(f"HTTP {r.status_code}: {r.text[:200]}", status=r.status_code)
+        return r

@@ -1,44 +1,23 @@
-"""The Store protocol and the embedded default: the on-disk library with hybrid retrieval."""
+"""The embedded default store: the on-disk library (SQLite + FAISS + BM25 in the data dir) with hybrid retrieval."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from app.qa.grounding import Vocabulary
 from app.qa.retrieve import Retriever
 from app.qa.types import DocumentRef, Source
 from ingest.embedding import Embedder
 from ingest.library import Library
-from ingest.pipeline import Pipeline, Report, SourceFile
-
-
-class Store(Protocol):
-    name: str
-
-    def search(self, query: str, top_k: int, document_ids: Sequence[str] | None = None) -> list[Source]: ...
-
-    def rarity(self, text: str) -> dict[str, float]:
-        """Each keyword of `text` -> how rare it is in the library (idf); empty when the store cannot tell."""
-        ...
-
-    def unknown_terms(self, text: str) -> list[str]: ...
-
-    def ingest(self, files: list[SourceFile]) -> Report: ...
-
-    def documents(self) -> list[dict[str, Any]]: ...
-
-    def document(self, doc_id: str) -> dict[str, Any] | None: ...
-
-    def delete(self, doc_id: str) -> bool: ...
-
-    def stats(self) -> dict[str, Any]: ...
+from ingest.pipeline import Pipeline, Progress, Report, SourceFile
+from ingest.public import DocumentInfo
 
 
 class LocalStore:
     """SQLite + FAISS + BM25 in a data directory, shared safely by several worker processes."""
 
-    name = "faiss"
+    name = "local"
 
     def __init__(self, library: Library, embedder: Embedder, pipeline: Pipeline, retriever: Retriever) -> None:
         self.library = library
@@ -79,15 +58,27 @@ class LocalStore:
             out.append(Source(p.chunk_id, p.text, h.score, refs[0], places[0]["location"], also, dense=h.dense))
         return out
 
-    def ingest(self, files: list[SourceFile]) -> Report:
-        return self.pipeline.ingest(files)
+    @property
+    def where(self) -> str:
+        return f"data dir: {self.library.data_dir}"
 
-    def documents(self) -> list[dict[str, Any]]:
-        return [d.public() for d in self.library.documents()]
+    def warm_up(self) -> None:
+        """Opens the index (the model is loaded when built): ready means searchable."""
+        self.library.snapshot()
 
-    def document(self, doc_id: str) -> dict[str, Any] | None:
+    def close(self) -> None:
+        """Nothing to release: SQLite connections are per thread, the parse worker is shared by the process."""
+
+    def ingest(self, files: list[SourceFile], *, progress: Progress | None = None,
+               on_lock_wait: Callable[[], None] | None = None) -> Report:
+        return self.pipeline.ingest(files, progress=progress, on_lock_wait=on_lock_wait)
+
+    def documents(self) -> list[DocumentInfo]:
+        return [d.info() for d in self.library.documents()]
+
+    def document(self, doc_id: str) -> DocumentInfo | None:
         d = self.library.document(doc_id)
-        return d.public() if d else None
+        return d.info() if d else None
 
     def delete(self, doc_id: str) -> bool:
         return self.pipeline.delete(doc_id)

@@ -1,0 +1,45 @@
+"""The Store contract run against every store: the local library and an h2oGPTe collection (the REAL h2ogpte
+client against the local fake server). The PostgreSQL store joins here."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from tests.contracts.stores import StoreContract
+
+
+class TestLocalStore(StoreContract):
+    @pytest.fixture()
+    def store(self, tmp_path, embedder):
+        from app.components import build_local_store
+        from app.settings import Settings
+
+        store = build_local_store(Settings(data_dir=tmp_path / "data"), embedder)
+        store.warm_up()
+        yield store
+        store.close()
+
+
+@pytest.fixture(scope="module")
+def fake_h2ogpte():
+    pytest.importorskip("h2ogpte")
+    from tests.fake_h2ogpte import FakeH2OGPTe
+
+    with FakeH2OGPTe() as server:
+        yield server
+
+
+class TestH2OGPTeStore(StoreContract):
+    @pytest.fixture()
+    def store(self, fake_h2ogpte):
+        from app.qa.h2ogpte_conn import H2OGPTeConnection
+        from app.qa.stores.h2ogpte import H2OGPTeStore
+
+        fake_h2ogpte.mode = fake_h2ogpte.chat_mode = "ok"
+        store = H2OGPTeStore(H2OGPTeConnection(fake_h2ogpte.url, "sk-good", timeout=10),
+                             f"contract-{uuid.uuid4().hex[:8]}", ingest_timeout=30)
+        store.warm_up()
+        yield store
+        store.close()
