@@ -53,6 +53,9 @@ class Settings(BaseSettings):
                                  "size; past it the file is skipped (decompression and element bombs).")
     max_passages: int = Field(5000, ge=1, description="Passages one document may make; a larger one is skipped "
                               "(about 5 MB of text; the largest real lecture makes a few hundred).")
+    ocr: bool = Field(True, description="Read the images of PDF pages and slides with under 20 characters of "
+                      "text with Tesseract (when the `tesseract` program is installed; else skipped, logged once); "
+                      "the text is cited with {\"ocr\": true} in its location. See docs/ocr.md.")
 
     previews: bool = Field(True, description="Page previews (GET /api/v1/documents/{id}/pages/{n}): PDF pages, and "
                            "PPTX/DOCX converted once by LibreOffice when `soffice` is installed. See docs/previews.md.")

@@ -33,6 +33,8 @@ class ParseSettings:
     max_passages: int = 5_000
     chunk_tokens: int = 254
     chunk_chars: int = 1_000
+    ocr: bool = False  # read the images of pages/slides without text (ingest.ocr; LECTURE_QA_OCR)
+    ocr_seconds: float = 30.0  # OCR time per document; the pipeline passes half its parse timeout
 
     @property
     def max_chars(self) -> int:
@@ -51,7 +53,8 @@ class ParsedFile:
 
 
 def parse_file(name: str, data: bytes, settings: ParseSettings, count_tokens: TokenCounter) -> ParsedFile:
-    doc = load_document(name, data, max_unpacked_bytes=settings.max_unpacked_bytes, max_chars=settings.max_chars)
+    doc = load_document(name, data, max_unpacked_bytes=settings.max_unpacked_bytes, max_chars=settings.max_chars,
+                        ocr=settings.ocr, ocr_seconds=settings.ocr_seconds)
     visible = sum(len("".join(u.text.split())) for u in doc.units)
     if visible > settings.max_passages * settings.chunk_chars:
         raise TooComplex(f"the document has {visible:,} characters of text: more than {settings.max_passages:,} "
@@ -105,6 +108,20 @@ def shared_runner(tokenizer: str, timeout_s: float, memory_mb: int) -> IsolatedR
         return runner
 
 
+_ocr_warned = False
+
+
+def _warn_once_without_ocr() -> None:
+    """OCR is on but cannot run (no tesseract): said once per process, not per file."""
+    global _ocr_warned
+    from ingest.ocr import unavailable_reason
+
+    reason = unavailable_reason()
+    if reason and not _ocr_warned:
+        _ocr_warned = True
+        log.warning(reason)
+
+
 class FileParser:
     """parse(name, data) -> ParsedFile, in a parse worker with the given limits when `isolate` (and the embedder's
     tokenizer can be sent there), else in this process."""
@@ -116,6 +133,8 @@ class FileParser:
         self.runner = shared_runner(tokenizer, timeout_s, memory_mb) if isolate and tokenizer is not None else None
         if isolate and tokenizer is None:
             log.warning("the embedder has no tokenizers.Tokenizer: files are parsed in this process, unisolated")
+        if settings.ocr:
+            _warn_once_without_ocr()
 
     def parse(self, name: str, data: bytes) -> ParsedFile:
         if self.runner is None:

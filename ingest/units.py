@@ -6,14 +6,16 @@ from dataclasses import dataclass
 from typing import Any
 
 Location = dict[str, Any]
-"""Where a passage sits in its document: {"page": 3}, {"slide": 7} or {"section": "LSTM > Forget gate"}."""
+"""Where a passage sits in its document: {"page": 3}, {"slide": 7} or {"section": "LSTM > Forget gate"}; a page or
+slide whose text was read from its images (ingest.ocr) also says {"ocr": True}."""
 
 
 def location_label(loc: Location) -> str:
+    ocr = " (OCR)" if loc.get("ocr") else ""
     if "slide" in loc:
-        return f"slide {loc['slide']}"
+        return f"slide {loc['slide']}{ocr}"
     if "page" in loc:
-        return f"page {loc['page']}"
+        return f"page {loc['page']}{ocr}"
     return f"section: {loc.get('section', '')}"
 
 

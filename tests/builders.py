@@ -41,7 +41,8 @@ def encrypt_pdf(data: bytes, password: str = "secret") -> bytes:
 
 
 def make_pptx(slides: list[dict], path: Path | None = None, title: str | None = None) -> bytes:
-    """slides: [{"title": str, "bullets": [..], "notes": str?, "table": [[..]]?, "group": [..]?}]"""
+    """slides: [{"title": str, "bullets": [..], "notes": str?, "table": [[..]]?, "group": [..]?, "image": bytes?}]
+    ("image": a picture, e.g. text_image(...), across the slide below its title)"""
     from pptx import Presentation
     from pptx.util import Inches
 
@@ -66,6 +67,8 @@ def make_pptx(slides: list[dict], path: Path | None = None, title: str | None = 
             for i, text in enumerate(spec["group"]):
                 box = group.shapes.add_textbox(Inches(1 + i), Inches(5.5), Inches(1), Inches(0.5))
                 box.text_frame.text = text
+        if spec.get("image"):
+            slide.shapes.add_picture(io.BytesIO(spec["image"]), Inches(0.5), Inches(1.6), width=Inches(9))
         if spec.get("notes"):
             slide.notes_slide.notes_text_frame.text = spec["notes"]
     if title:
@@ -76,6 +79,27 @@ def make_pptx(slides: list[dict], path: Path | None = None, title: str | None = 
     if path:
         path.write_bytes(data)
     return data
+
+
+def text_image(text: str, *, width: int = 1800, size: int = 44) -> bytes:
+    """A PNG of `text` (black DejaVu Sans on white, wrapped to `width` px): words that exist only as pixels."""
+    import textwrap
+
+    from PIL import Image, ImageDraw, ImageFont
+
+    try:
+        font: ImageFont.FreeTypeFont | ImageFont.ImageFont = ImageFont.truetype(
+            "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", size)
+    except OSError:  # no Debian fonts-dejavu-core: Pillow's own font
+        font = ImageFont.load_default(size=size)
+    lines = textwrap.wrap(text, width=int(width / (size * 0.55)))
+    img = Image.new("RGB", (width, (len(lines) + 1) * int(size * 1.5)), "white")
+    draw = ImageDraw.Draw(img)
+    for i, line in enumerate(lines):
+        draw.text((size // 2, size // 2 + i * int(size * 1.5)), line, fill="black", font=font)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def make_docx(blocks: list[tuple[str, object]], path: Path | None = None, title: str | None = None) -> bytes:

@@ -7,6 +7,7 @@ from pathlib import Path
 from ingest.errors import IngestError, UnsupportedFileType
 from ingest.loaders.limits import DEFAULT_MAX_CHARS, TextBudget
 from ingest.loaders.sniff import detect_kind
+from ingest.ocr import OcrReader
 from ingest.units import ParsedDocument
 
 SUPPORTED_SUFFIXES = {
@@ -31,8 +32,9 @@ def kind_for_name(name: str) -> str:
 
 
 def load_document(name: str, data: bytes, *, max_unpacked_bytes: int,
-                  max_chars: int = DEFAULT_MAX_CHARS) -> ParsedDocument:
-    """Parse `data` (the file named `name`) into units, checking that the content matches the name.
+                  max_chars: int = DEFAULT_MAX_CHARS, ocr: bool = False, ocr_seconds: float = 30.0) -> ParsedDocument:
+    """Parse `data` (the file named `name`) into units, checking that the content matches the name. `ocr`: read
+    the images of PDF pages and slides that have (nearly) no text, for up to `ocr_seconds` (ingest.ocr).
 
     Raises IngestError (TooComplex past a limit of ingest.loaders.limits or more than `max_chars` characters of
     text, NotText for binary named as text) with the reason for the user."""
@@ -44,11 +46,12 @@ def load_document(name: str, data: bytes, *, max_unpacked_bytes: int,
     if kind == "pdf":
         from ingest.loaders.pdf import load_pdf
 
-        doc = load_pdf(data, stem, max_chars=max_chars)
+        doc = load_pdf(data, stem, max_chars=max_chars, ocr=OcrReader(ocr_seconds) if ocr else None)
     elif kind == "pptx":
         from ingest.loaders.office import load_pptx
 
-        doc = load_pptx(data, stem, max_unpacked_bytes=max_unpacked_bytes, max_chars=max_chars)
+        doc = load_pptx(data, stem, max_unpacked_bytes=max_unpacked_bytes, max_chars=max_chars,
+                        ocr=OcrReader(ocr_seconds) if ocr else None)
     elif kind == "docx":
         from ingest.loaders.office import load_docx
 

@@ -11,8 +11,10 @@ from io import BytesIO
 from typing import Any
 
 from ingest.errors import IngestError
+from ingest.loaders.headings import HeadingPath
 from ingest.loaders.limits import DEFAULT_MAX_CHARS, TextBudget, check_office_elements
 from ingest.loaders.sniff import check_zip
+from ingest.ocr import MAX_IMAGES_PER_UNIT, OcrReader, merge, needs_ocr
 from ingest.units import ParsedDocument, Unit
 
 _WS = re.compile(r"[ \t\u00a0\u000b]+")
@@ -72,8 +74,47 @@ def _shape_texts(tree: Any) -> Iterator[tuple[bool, str]]:
                 yield is_title, text
 
 
+_R_EMBED = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}embed"
+
+
+_MC = "{http://schemas.openxmlformats.org/markup-compatibility/2006}"
+
+
+def _picture_ids(tree: Any) -> list[str]:
+    """Relationship ids of the slide's pictures, in reading order, each once: p:pic and shapes filled with a picture,
+    into groups and mc:AlternateContent (where PowerPoint keeps a picture of an equation as the fallback of the
+    equation object: fastai's RNN deck, slide 17)."""
+    ids: list[str] = []
+    kinds = (f"{_P}pic", f"{_P}sp", f"{_P}grpSp", f"{_MC}AlternateContent", f"{_MC}Choice", f"{_MC}Fallback")
+    for el in sorted((c for c in tree if c.tag in kinds), key=_offset):
+        if el.tag not in (f"{_P}pic", f"{_P}sp"):
+            ids += [i for i in _picture_ids(el) if i not in ids]
+            continue
+        blip = el.find(f"./{_P}blipFill/{_A}blip" if el.tag == f"{_P}pic" else f"./{_P}spPr/{_A}blipFill/{_A}blip")
+        rid = blip.get(_R_EMBED) if blip is not None else None
+        if rid and rid not in ids:
+            ids.append(rid)
+    return ids
+
+
+def _read_pictures(slide: Any, ocr: OcrReader) -> str:
+    """OCR of the slide's pictures (at most MAX_IMAGES_PER_UNIT; EMF/WMF and broken images read as nothing)."""
+    texts = []
+    for rid in _picture_ids(slide.shapes._spTree)[:MAX_IMAGES_PER_UNIT]:
+        try:
+            blob = slide.part.related_part(rid).blob
+        except Exception:  # noqa: BLE001 - a dangling or external relationship
+            continue
+        text = ocr.read(blob)
+        if text:
+            texts.append(text)
+    return "\n".join(texts)
+
+
 def load_pptx(data: bytes, fallback_title: str, *, max_unpacked_bytes: int,
-              max_chars: int = DEFAULT_MAX_CHARS) -> ParsedDocument:
+              max_chars: int = DEFAULT_MAX_CHARS, ocr: OcrReader | None = None) -> ParsedDocument:
+    """`ocr`: read the pictures of slides with under ingest.ocr.MIN_TEXT_CHARS characters of text (title, body
+    and notes); what was read follows the slide's text, and the location says {"ocr": true}."""
     check_zip(data, max_unpacked_bytes=max_unpacked_bytes, required="[Content_Types].xml")
     with zipfile.ZipFile(BytesIO(data)) as zf:
         check_office_elements(zf, "pptx")
@@ -96,9 +137,14 @@ def load_pptx(data: bytes, fallback_title: str, *, max_unpacked_bytes: int,
             notes = _paragraphs(notes_frame._txBody) if notes_frame is not None else ""
         parts = [title.replace("\n", " ")] if title else []
         parts += body
+        location: dict[str, object] = {"slide": number}
+        if ocr is not None and needs_ocr("\n".join([*parts, notes])) and ocr.available:
+            read = merge("\n".join(parts), _read_pictures(slide, ocr))
+            if read != "\n".join(parts):
+                parts, location = [read], {"slide": number, "ocr": True}
         if notes:
             parts.append(f"Notes: {notes}")
-        units.append(Unit(text=budget.take("\n".join(parts)), location={"slide": number},
+        units.append(Unit(text=budget.take("\n".join(parts)), location=location,
                           title=title.replace("\n", " ")))
     title = (prs.core_properties.title or "").strip()
     if not title or title.lower() in {"powerpoint presentation", "presentation"}:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import re
 import threading
+from typing import Any
 
 from ingest.errors import IngestError
 from ingest.loaders.limits import DEFAULT_MAX_CHARS, MAX_PDF_PAGES, TextBudget, too_many
+from ingest.ocr import MAX_PIXELS, OcrReader, merge, needs_ocr
 from ingest.units import ParsedDocument, Unit
 
 _PDFIUM_LOCK = threading.Lock()
@@ -28,7 +30,34 @@ def clean_page_text(raw: str) -> str:
     return "\n".join(ln for ln in lines if ln)
 
 
-def load_pdf(data: bytes, fallback_title: str, *, max_chars: int = DEFAULT_MAX_CHARS) -> ParsedDocument:
+def _has_image(page: Any) -> bool:
+    """Whether the page draws an image (directly or inside a form XObject)."""
+    import pypdfium2.raw as pdfium_c
+
+    try:
+        return next(iter(page.get_objects(filter=(pdfium_c.FPDF_PAGEOBJ_IMAGE,), max_depth=4)), None) is not None
+    except Exception:  # noqa: BLE001 - a page whose objects cannot be listed is not OCR'd
+        return False
+
+
+def _render(page: Any) -> Any:
+    """The page as a PIL image at up to 300 dpi and at most ingest.ocr.MAX_PIXELS (a 4:3 slide page: 2,309 x
+    1,732 px, about 240 dpi); None when PDFium cannot render it."""
+    try:
+        width, height = page.get_size()
+        scale = min(300 / 72, (MAX_PIXELS / max(width * height, 1.0)) ** 0.5)
+        bitmap = page.render(scale=scale, grayscale=True)
+        image = bitmap.to_pil()
+        bitmap.close()
+        return image
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def load_pdf(data: bytes, fallback_title: str, *, max_chars: int = DEFAULT_MAX_CHARS,
+             ocr: OcrReader | None = None) -> ParsedDocument:
+    """`ocr`: read pages with under ingest.ocr.MIN_TEXT_CHARS characters of text that draw an image; their text
+    is the text layer plus what was read, and their location says {"ocr": true}."""
     import pypdfium2 as pdfium
 
     with _PDFIUM_LOCK:
@@ -57,12 +86,17 @@ def load_pdf(data: bytes, fallback_title: str, *, max_chars: int = DEFAULT_MAX_C
                     textpage = page.get_textpage()
                     raw = textpage.get_text_range()
                     textpage.close()
-                    page.close()
                 except pdfium.PdfiumError:
                     continue  # an unreadable page does not sink the document
                 text = clean_page_text(budget.take(raw))
                 first = text.split("\n", 1)[0] if text else ""
-                units.append(Unit(text=text, location={"page": i + 1}, title=first if len(first) <= 90 else ""))
+                location: dict[str, object] = {"page": i + 1}
+                if ocr is not None and needs_ocr(text) and ocr.available and _has_image(page):
+                    read = budget.take(ocr.read(_render(page)))
+                    if read:
+                        text, location = merge(text, read), {"page": i + 1, "ocr": True}
+                page.close()
+                units.append(Unit(text=text, location=location, title=first if len(first) <= 90 else ""))
         finally:
             pdf.close()
     if not title or title.lower() in {"untitled", "powerpoint presentation", "slide 1"} or len(title) < 4:
