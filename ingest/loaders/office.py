@@ -11,7 +11,6 @@ from io import BytesIO
 from typing import Any
 
 from ingest.errors import IngestError
-from ingest.loaders.headings import HeadingPath
 from ingest.loaders.limits import DEFAULT_MAX_CHARS, TextBudget, check_office_elements
 from ingest.loaders.sniff import check_zip
 from ingest.ocr import MAX_IMAGES_PER_UNIT, OcrReader, merge, needs_ocr
