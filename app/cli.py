@@ -30,7 +30,7 @@ def _location(loc: dict[str, Any]) -> str:
 
 
 def _service(args: argparse.Namespace) -> QAService:
-    from app.components import build_service
+    from app.backends import build_service
 
     service = build_service(_settings(args))
     service.warm_up()

@@ -21,7 +21,7 @@ from starlette.types import Scope
 
 from app.api.middleware import BodyLimit, KeyGuard
 from app.api.routes import ask, documents, health, pages, search
-from app.components import build_service
+from app.backends import build_service
 from app.qa.errors import BackendUnavailable
 from app.settings import Settings
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -13,9 +13,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LECTURE_QA_", extra="ignore", populate_by_name=True)
 
     data_dir: Path = Field(Path("./data"), description="Where the library (SQLite, FAISS, BM25) lives.")
-    store: Literal["faiss", "h2ogpte"] = Field(
-        "faiss", description="faiss: the embedded library in data_dir; h2ogpte: an h2oGPTe collection does "
-        "ingest, search and answers (chat with references).")
+    store: Annotated[Literal["local", "h2ogpte"], BeforeValidator(lambda v: "local" if v == "faiss" else v)] = Field(
+        "local", description="local: the embedded library in data_dir (`faiss`, its old name, still works); "
+        "h2ogpte: an h2oGPTe collection does ingest, search and answers (chat with references).")
     llm: Literal["extractive", "openai", "h2ogpte"] = Field(
         "extractive", description="Answer generator: extractive (offline), openai (any OpenAI-compatible endpoint) "
         "or h2ogpte (h2oGPTe's LLMs over our retrieval).")

@@ -48,7 +48,7 @@ def folder_bytes(folder: Path, pattern: str) -> int:
 
 
 def prepare_all(data_dir: Path, corpus: Path) -> tuple[list[dict[str, Any]], float]:
-    from app.components import build_embedder, build_local_store
+    from app.backends import build_embedder, build_local_store
     from app.previews import Previews
     from app.settings import Settings
     from ingest.pipeline import collect_paths

@@ -15,7 +15,6 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from ingest.chunking import Chunker, TokenCounter
 from ingest.dedupe import containment_links
@@ -83,14 +82,6 @@ def worker_init(tokenizer_json: str) -> TokenCounter:
 
 def worker_parse(count_tokens: TokenCounter, name: str, data: bytes, settings: ParseSettings) -> ParsedFile:
     return parse_file(name, data, settings, count_tokens)
-
-
-def tokenizer_json(embedder: Any) -> str | None:
-    """The embedder's tokenizer as JSON, when it counts tokens with a `tokenizers.Tokenizer` (both embedders of
-    ingest.embedding do, from the model's tokenizer.json); None otherwise (then chunking stays in this process)."""
-    tok = getattr(embedder, "_tokenizer", None)
-    to_str = getattr(tok, "to_str", None)
-    return to_str() if callable(to_str) else None
 
 
 _runners: dict[tuple[str, float, int], IsolatedRunner] = {}

@@ -29,7 +29,7 @@ MODEL = [f for f in FEATURES if f != "unknown"]  # unknown terms refuse by rule
 
 
 def collect(data_dir: Path, sets: list[Path]) -> tuple[list[dict], np.ndarray, np.ndarray]:
-    from app.components import build_service
+    from app.backends import build_service
     from app.qa.answer.extractive import ExtractiveAnswerer
     from app.settings import Settings
 

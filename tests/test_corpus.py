@@ -68,7 +68,7 @@ def test_repeated_deck_slides_collapse(corpus_library):
 
 
 def test_eval_floors(corpus_library):
-    from app.components import build_service
+    from app.backends import build_service
     from app.qa.evaluate import evaluate_sets
     from app.settings import Settings
 

@@ -156,7 +156,7 @@ def test_corrupt_picture_in_a_deck_still_ingests():
 
 
 def test_setting_reaches_the_parse_worker(tmp_path, embedder, monkeypatch):
-    from app.components import build_local_store
+    from app.backends import build_local_store
     from app.settings import Settings
 
     assert Settings(data_dir=tmp_path / "a").ocr is True

@@ -1,4 +1,4 @@
-"""The ports: what QAService needs from a backend, one small Protocol each. `app.components.build_service` picks
+"""The ports: what QAService needs from a backend, one small Protocol each. `app.backends.build_service` picks
 the backends from settings; QAService calls `warm_up()` on all of them before the first request and `close()`
 on shutdown (the app's lifespan, the CLI's `with`), so nothing here is reached with `getattr`.
 

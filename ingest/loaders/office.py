@@ -11,6 +11,7 @@ from io import BytesIO
 from typing import Any
 
 from ingest.errors import IngestError
+from ingest.loaders.headings import HeadingPath
 from ingest.loaders.limits import DEFAULT_MAX_CHARS, TextBudget, check_office_elements
 from ingest.loaders.sniff import check_zip
 from ingest.ocr import MAX_IMAGES_PER_UNIT, OcrReader, merge, needs_ocr
@@ -207,15 +208,14 @@ def load_docx(data: bytes, fallback_title: str, *, max_unpacked_bytes: int,
     default_name = (default.name or "") if default is not None else ""
     budget = TextBudget(max_chars)
     units: list[Unit] = []
-    path: list[tuple[int, str]] = []
+    path = HeadingPath()
     lines: list[str] = []
     doc_title = (document.core_properties.title or "").strip()
 
     def flush() -> None:
         text = "\n".join(lines).strip()
         if text:
-            section = " > ".join(t for _, t in path) or doc_title or fallback_title
-            units.append(Unit(text=text, location={"section": section}, title=path[-1][1] if path else ""))
+            units.append(path.unit(text, doc_title or fallback_title))
         lines.clear()
 
     body = document.element.body
@@ -232,9 +232,9 @@ def load_docx(data: bytes, fallback_title: str, *, max_unpacked_bytes: int,
                 flush()
                 if level == 0:
                     doc_title = doc_title or text
-                    path = []
+                    path.clear()
                     continue
-                path = [p for p in path if p[0] < level] + [(level, text)]
+                path.enter(level, text)
             lines.append(text)
         else:
             lines.extend(budget.take(line) for line in _table_lines(block, document))

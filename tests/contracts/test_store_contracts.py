@@ -13,7 +13,7 @@ from tests.contracts.stores import StoreContract
 class TestLocalStore(StoreContract):
     @pytest.fixture()
     def store(self, tmp_path, embedder):
-        from app.components import build_local_store
+        from app.backends import build_local_store
         from app.settings import Settings
 
         store = build_local_store(Settings(data_dir=tmp_path / "data"), embedder)

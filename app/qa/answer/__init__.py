@@ -1,4 +1,4 @@
-"""Answer generators behind the Answerer port (app.qa.ports); `app.components.build_answerer` picks one."""
+"""Answer generators behind the Answerer port (app.qa.ports); `app.backends.build_answerer` picks one."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The one factory that turns Settings into a QAService (used by the app lifespan and the CLI): which store and
+"""The one factory that turns Settings into a QAService (the app lifespan and the CLI use it): which store and
 which answerer, chosen by `LECTURE_QA_STORE` and `LECTURE_QA_LLM`. Heavy libraries load only when chosen."""
 
 from __future__ import annotations
