@@ -11,6 +11,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /srv/lecture-qa
 
+# Tesseract reads image-only slides and pages (LECTURE_QA_OCR); LibreOffice turns PPTX/DOCX into the PDFs that
+# page previews are drawn from. Both are optional at run time: without them OCR is skipped and PPTX/DOCX
+# previews answer 404 with the reason.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends tesseract-ocr tesseract-ocr-eng \
+       libreoffice-impress-nogui libreoffice-writer-nogui \
+    && rm -rf /var/lib/apt/lists/*
+
 # Dependencies first (cached until pyproject.toml changes). torch comes from the CPU wheel index; the
 # embedding models ship inside PyPI packages, so the image needs no model download at run time.
 COPY pyproject.toml README.md ./

@@ -197,7 +197,8 @@ def _migrate(conn: sqlite3.Connection) -> None:
         raise
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a rename or unlink in `path` durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -454,9 +455,9 @@ class Library:
             if p.is_file():
                 with open(p, "rb") as fh:
                     os.fsync(fh.fileno())
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         os.replace(tmp, final)
-        _fsync_dir(self.index_dir)
+        fsync_dir(self.index_dir)
 
     def _cleanup_generations(self, current: int) -> None:
         for p in self.index_dir.iterdir():

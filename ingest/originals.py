@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ingest.library import fsync_dir
+
 log = logging.getLogger(__name__)
 
 EXTENSIONS = {"pdf": "pdf", "pptx": "pptx", "docx": "docx", "markdown": "md", "html": "html", "text": "txt"}
@@ -94,7 +96,7 @@ class Originals:
                 os.replace(s.tmp, s.final)
                 placed.append(s.final)
         if placed:
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
         return placed
 
     def discard(self, staged: Iterable[StagedOriginal | None]) -> None:
@@ -131,7 +133,7 @@ class Originals:
             except OSError as exc:
                 log.warning("could not remove %s: %s", p, exc)
         if removed:
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
         for p in removed:
             _tell(self._removed, p)
         return removed
@@ -143,11 +145,3 @@ def _tell(listeners: list[Listener], path: Path) -> None:
             fn(path)
         except Exception:
             log.exception("a listener of the originals failed on %s", path)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

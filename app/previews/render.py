@@ -23,14 +23,19 @@ def is_png(data: bytes) -> bool:
     return data.startswith(PNG_SIGNATURE) and data.endswith(PNG_END)
 
 
-def page_count(pdf: Path) -> int:
+def _open(pdf: Path) -> Any:
+    """The open document (call under the lock)."""
     import pypdfium2 as pdfium
 
+    try:
+        return pdfium.PdfDocument(str(pdf))
+    except pdfium.PdfiumError as exc:
+        raise RenderFailed(f"the PDF cannot be opened ({exc})") from exc
+
+
+def page_count(pdf: Path) -> int:
     with PDFIUM_LOCK:
-        try:
-            doc = pdfium.PdfDocument(str(pdf))
-        except pdfium.PdfiumError as exc:
-            raise RenderFailed(f"the PDF cannot be opened ({exc})") from exc
+        doc = _open(pdf)
         try:
             return len(doc)
         finally:
@@ -64,10 +69,7 @@ def render_page(pdf: Path, index: int, long_edge: int) -> bytes:
     import pypdfium2 as pdfium
 
     with PDFIUM_LOCK:
-        try:
-            doc = pdfium.PdfDocument(str(pdf))
-        except pdfium.PdfiumError as exc:
-            raise RenderFailed(f"the PDF cannot be opened ({exc})") from exc
+        doc = _open(pdf)
         try:
             image = _draw(doc, index, long_edge)
         except pdfium.PdfiumError as exc:
@@ -83,10 +85,7 @@ def render_pages(pdf: Path, long_edge: int, wanted: list[int]) -> Iterator[tuple
     import pypdfium2 as pdfium
 
     with PDFIUM_LOCK:
-        try:
-            doc = pdfium.PdfDocument(str(pdf))
-        except pdfium.PdfiumError as exc:
-            raise RenderFailed(f"the PDF cannot be opened ({exc})") from exc
+        doc = _open(pdf)
     try:
         for index in wanted:
             with PDFIUM_LOCK:

@@ -62,8 +62,9 @@ function showStatus(message, kind = "error") {
 
 function locationLabel(location) {
   if (!location) return "";
-  if (location.slide !== undefined) return `slide ${location.slide}`;
-  if (location.page !== undefined) return `page ${location.page}`;
+  const ocr = location.ocr ? " (OCR)" : "";
+  if (location.slide !== undefined) return `slide ${location.slide}${ocr}`;
+  if (location.page !== undefined) return `page ${location.page}${ocr}`;
   return location.section ? `section: ${location.section}` : "";
 }
 
