@@ -337,6 +337,16 @@ def _thumbnail_checks(turn):
 
 
 @pytest.mark.skipif(not PREVIEW_ROUTE.exists(), reason="the page-preview route (app/api/routes/pages.py) is not there")
+@pytest.mark.skipif(SOFFICE is None, reason="LibreOffice (soffice) is not installed: PPTX slides cannot be rendered")
+def test_sample_pdf_deck_citations_show_page_previews(page):
+    """The sample PDF deck (examples/lectures/06-sequence-to-sequence.pdf) as a student meets it after
+    `make run`: every cited page (and any slide beside it) has its thumbnail."""
+    turn = ask(page, "What does beam search keep at every decoding step?", ".grounded")
+    assert "06-sequence-to-sequence.pdf, page 4" in turn.locator(".sources > li").first.inner_text()
+    assert _thumbnail_checks(turn) >= 1
+
+
+@pytest.mark.skipif(not PREVIEW_ROUTE.exists(), reason="the page-preview route (app/api/routes/pages.py) is not there")
 def test_pdf_citations_show_page_previews(rich_page):
     turn = ask(rich_page, "What does beam search keep at every decoding step?", ".grounded")
     assert "07-decoding" in turn.locator(".sources > li").first.inner_text()
