@@ -51,15 +51,6 @@ class TestOpenAICompatible(LLMAnswererContract):
         return nothing_listens
 
 
-@pytest.fixture(scope="module")
-def fake_h2ogpte():
-    pytest.importorskip("h2ogpte")
-    from tests.fake_h2ogpte import FakeH2OGPTe
-
-    with FakeH2OGPTe() as server:
-        yield server
-
-
 class TestH2OGPTeLLM(LLMAnswererContract):
     @pytest.fixture()
     def answerer(self, fake_h2ogpte, embedder):

@@ -22,15 +22,6 @@ class TestLocalStore(StoreContract):
         store.close()
 
 
-@pytest.fixture(scope="module")
-def fake_h2ogpte():
-    pytest.importorskip("h2ogpte")
-    from tests.fake_h2ogpte import FakeH2OGPTe
-
-    with FakeH2OGPTe() as server:
-        yield server
-
-
 class TestH2OGPTeStore(StoreContract):
     @pytest.fixture()
     def store(self, fake_h2ogpte):
