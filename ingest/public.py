@@ -10,9 +10,10 @@ from typing_extensions import TypedDict
 
 
 @with_config(ConfigDict(extra="allow"))
-class Location(TypedDict, total=False):
-    """Where a passage sits: a PDF page, a slide or a heading section ("LSTM > Forget gate"); `pages`/`slides`
-    when it spans several; `ocr` when its text was read from images."""
+class LocationInfo(TypedDict, total=False):
+    """The typed public form of ingest.units.Location (a plain dict inside ingestion): where a passage sits, a PDF
+    page, a slide or a heading section ("LSTM > Forget gate"); `pages`/`slides` when it spans several; `ocr` when
+    its text was read from images. Keys not listed here are passed through."""
 
     page: int
     pages: list[int]
@@ -32,7 +33,7 @@ class Place(TypedDict):
     """Another place the same passage appears (a collapsed duplicate)."""
 
     document: DocumentRefInfo
-    location: Location
+    location: LocationInfo
 
 
 class DocumentInfo(BaseModel):

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ingest.public import DocumentInfo, DocumentRefInfo, Location, Place
+from ingest.public import DocumentInfo, DocumentRefInfo, LocationInfo, Place
 
 MAX_TEXT = 2000
 # Whitespace-only text is refused by a validator; the pattern tells clients (and the fuzzer) the same.
@@ -65,7 +65,7 @@ class SearchResultPublic(BaseModel):
     text: str
     score: float
     document: DocumentRefInfo
-    location: Location
+    location: LocationInfo
     also_at: list[Place]
 
 
@@ -78,7 +78,7 @@ class CitationPublic(BaseModel):
     n: int
     chunk_id: str
     document: DocumentRefInfo
-    location: Location
+    location: LocationInfo
     quote: str
 
 
