@@ -21,11 +21,14 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 # Dependencies first (cached until pyproject.toml changes). torch comes from the CPU wheel index; the
-# embedding models ship inside PyPI packages, so the image needs no model download at run time.
+# embedding models ship inside PyPI packages, so the image needs no model download at run time. The
+# postgres extra (psycopg, pgvector; a few MB) lets the same image run LECTURE_QA_STORE=postgres.
 COPY pyproject.toml README.md ./
+# DL3013 asks for pins: this is the project itself with its postgres extra (bounds in pyproject.toml)
+# hadolint ignore=DL3013
 RUN mkdir -p app ingest \
     && touch app/__init__.py ingest/__init__.py \
-    && pip install --extra-index-url https://download.pytorch.org/whl/cpu . \
+    && pip install --extra-index-url https://download.pytorch.org/whl/cpu '.[postgres]' \
     && pip uninstall -y lecture-qa \
     && rm -rf app ingest
 
