@@ -14,10 +14,12 @@ from app.qa.stores.local import LocalStore
 from app.settings import Settings
 from ingest.embedding import Embedder, make_embedder
 from ingest.library import Library
+from ingest.pg_library import PgLibrary
 from ingest.pipeline import Pipeline
 
 if TYPE_CHECKING:
     from app.qa.h2ogpte_conn import H2OGPTeConnection
+    from app.qa.stores.postgres import PostgresStore
 
 
 def build_embedder(settings: Settings) -> Embedder:
@@ -31,14 +33,27 @@ def h2ogpte_connection(settings: Settings) -> H2OGPTeConnection:
                              timeout=settings.llm_timeout)
 
 
+def build_pipeline(settings: Settings, library: Library | PgLibrary, embedder: Embedder) -> Pipeline:
+    return Pipeline(library, embedder, max_file_bytes=settings.max_upload_bytes,
+                    max_unpacked_bytes=settings.max_unpacked_bytes, max_passages=settings.max_passages,
+                    parse_timeout=settings.parse_timeout, parse_memory_mb=settings.parse_memory_mb, ocr=settings.ocr)
+
+
 def build_local_store(settings: Settings, embedder: Embedder) -> LocalStore:
     library = Library(settings.data_dir, dim=embedder.dim, refresh_seconds=settings.refresh_seconds)
     library.ensure_embedder(embedder.name)
-    pipeline = Pipeline(library, embedder, max_file_bytes=settings.max_upload_bytes,
-                        max_unpacked_bytes=settings.max_unpacked_bytes, max_passages=settings.max_passages,
-                        parse_timeout=settings.parse_timeout, parse_memory_mb=settings.parse_memory_mb,
-                        ocr=settings.ocr)
-    return LocalStore(library, embedder, pipeline, Retriever(library, embedder))
+    return LocalStore(library, embedder, build_pipeline(settings, library, embedder), Retriever(library, embedder))
+
+
+def build_postgres_store(settings: Settings, embedder: Embedder) -> PostgresStore:
+    """psycopg and pgvector load here, only when chosen. The schema is migrated when the library opens."""
+    from app.qa.stores.postgres import PostgresStore
+
+    if not settings.database_url:
+        raise RuntimeError("LECTURE_QA_STORE=postgres needs LECTURE_QA_DATABASE_URL (postgresql://...)")
+    library = PgLibrary(settings.database_url, dim=embedder.dim, data_dir=settings.data_dir)
+    library.ensure_embedder(embedder.name)
+    return PostgresStore(library, embedder, build_pipeline(settings, library, embedder), keyword=settings.pg_keyword)
 
 
 def build_answerer(settings: Settings, embedder: Embedder, conn: H2OGPTeConnection | None = None,
@@ -80,6 +95,12 @@ def build_service(settings: Settings, embedder: Embedder | None = None) -> QASer
                               ingest_timeout=settings.h2ogpte_ingest_timeout)
         chat = H2OGPTeChatAnswerer(remote, build_answerer(settings, embedder, conn), llm=settings.h2ogpte_llm)
         return QAService(remote, chat, default_top_k=settings.top_k)
+    if settings.store == "postgres":
+        from ingest.pg_jobs import JobQueue
+
+        pg = build_postgres_store(settings, embedder)
+        return QAService(pg, build_answerer(settings, embedder, store=pg), default_top_k=settings.top_k,
+                         jobs=JobQueue(pg.library, lease=settings.job_lease))
     store = build_local_store(settings, embedder)
     return QAService(store, build_answerer(settings, embedder, store=store), default_top_k=settings.top_k,
                      previews=build_previews(settings, store))

@@ -1,4 +1,4 @@
-"""lecture-qa: ingest | documents | delete | ask | search | serve | eval."""
+"""lecture-qa: ingest | documents | delete | ask | search | serve | worker | eval."""
 
 from __future__ import annotations
 
@@ -61,12 +61,81 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     def waiting() -> None:
         print("another ingest holds the library lock; waiting for it to finish...", file=sys.stderr)
 
+    if args.queue:
+        return _enqueue(args, files, missing)
     with _service(args) as service:
         print(f"ingesting {len(files)} files into the {service.where}...", file=sys.stderr)
         report = service.ingest(files, progress=progress, on_lock_wait=waiting)
         for bar in bars.values():
             bar.close()
         return _print_report(args, service.where, report, missing)
+
+
+def _enqueue(args: argparse.Namespace, files: list[Any], missing: list[FileResult]) -> int:
+    """One job for the workers (store=postgres); with --wait, follow it until it ends."""
+    import time
+
+    with _service(args) as service:
+        if not service.queued:
+            print("--queue needs a store with a job queue (LECTURE_QA_STORE=postgres)", file=sys.stderr)
+            return 2
+        job = service.enqueue(files)
+        print(f"queued job {job['id']}: {len(files)} files for the ingest workers ({service.where})",
+              file=sys.stderr)
+        if args.json and not args.wait:
+            print(json.dumps(job, indent=2))
+        elif not args.wait:
+            print(job["id"])
+        if not args.wait:
+            return 0
+        while job["state"] in ("queued", "running"):
+            time.sleep(1.0)
+            job = service.job(int(job["id"])) or job
+        if job["state"] == "failed" or job["report"] is None:
+            print(f"job {job['id']} failed: {job['error']}", file=sys.stderr)
+            return 2
+        body = job["report"]
+        if args.json:
+            print(json.dumps(job, indent=2))
+            return 0
+        for f in body["files"] + [m.public() for m in missing]:
+            if f["status"] == "skipped":
+                print(f"  skipped   {f['name']}: {f.get('reason')}")
+        unchanged = sum(f["status"] == "unchanged" for f in body["files"])
+        skipped = sum(f["status"] == "skipped" for f in body["files"]) + len(missing)
+        print(f"documents: {body['documents']} ingested, {unchanged} unchanged, {skipped} skipped")
+        print(f"chunks: {body['chunks']}   duplicates collapsed: {body['duplicates_collapsed']}   "
+              f"seconds: {body['seconds']:.1f}   job {job['id']}, attempt {job['attempts']}")
+        return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Take queued ingest jobs until stopped (SIGTERM/SIGINT finish the current job first), or with --once until
+    the queue is empty."""
+    import logging
+    import signal
+    import threading
+
+    from ingest.pg_jobs import JobQueue, run_worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    with _service(args) as service:
+        if not isinstance(service.jobs, JobQueue):
+            print("the worker needs a store with a job queue (LECTURE_QA_STORE=postgres)", file=sys.stderr)
+            return 2
+        print(f"worker ready: {service.where}", file=sys.stderr)
+
+        def done(job_id: int, report: Report) -> None:
+            state = (f"failed: {report.error}" if report.error
+                     else f"{report.documents} documents, {report.chunks} chunks")
+            print(f"job {job_id}: {state} in {report.seconds:.1f} s", file=sys.stderr, flush=True)
+
+        n = run_worker(service.jobs, service.ingest, stop=stop, poll=args.poll, once=args.once, on_job=done)
+    print(f"worker stopped after {n} jobs", file=sys.stderr)
+    return 0
 
 
 def _print_report(args: argparse.Namespace, where: str, report: Report, missing: list[FileResult]) -> int:
@@ -172,7 +241,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--queue", action="store_true", help="queue one job for `lecture-qa worker`s instead of "
+                   "ingesting here (store=postgres); prints the job id")
+    p.add_argument("--wait", action="store_true", help="with --queue: wait for the job and print its report")
     p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("worker", parents=[common], help="process queued ingest jobs (store=postgres)")
+    p.add_argument("--once", action="store_true", help="stop when the queue is empty")
+    p.add_argument("--poll", type=float, default=1.0, help="seconds between looks at an empty queue")
+    p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("documents", parents=[common], help="list indexed documents")
     p.add_argument("--json", action="store_true")

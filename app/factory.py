@@ -20,7 +20,7 @@ from starlette.routing import Match, Mount
 from starlette.types import Scope
 
 from app.api.middleware import BodyLimit, KeyGuard
-from app.api.routes import ask, documents, health, pages, search
+from app.api.routes import ask, documents, health, jobs, pages, search
 from app.backends import build_service
 from app.qa.errors import BackendUnavailable
 from app.settings import Settings
@@ -165,6 +165,7 @@ def create_app(settings: Settings | None = None, *, load_in_background: bool = T
     app.include_router(ask.router)
     app.include_router(documents.router)
     app.include_router(pages.router)
+    app.include_router(jobs.router)
 
     if (WEB_DIR / "index.html").exists():
         app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")

@@ -13,9 +13,19 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LECTURE_QA_", extra="ignore", populate_by_name=True)
 
     data_dir: Path = Field(Path("./data"), description="Where the library (SQLite, FAISS, BM25) lives.")
-    store: Annotated[Literal["local", "h2ogpte"], BeforeValidator(lambda v: "local" if v == "faiss" else v)] = Field(
+    store: Annotated[Literal["local", "h2ogpte", "postgres"],
+                     BeforeValidator(lambda v: "local" if v == "faiss" else v)] = Field(
         "local", description="local: the embedded library in data_dir (`faiss`, its old name, still works); "
-        "h2ogpte: an h2oGPTe collection does ingest, search and answers (chat with references).")
+        "h2ogpte: an h2oGPTe collection does ingest, search and answers (chat with references); "
+        "postgres: PostgreSQL + pgvector at `database_url`, shared by any number of API processes and "
+        "`lecture-qa worker`s (docs/scale.md).")
+    database_url: str = Field("", description="PostgreSQL URL for store=postgres, e.g. "
+                              "postgresql://lecture:secret@db:5432/lecture (needs the pgvector extension).")
+    pg_keyword: Literal["bm25", "fts"] = Field("bm25", description="The keyword half of search on the postgres "
+                                               "store: BM25 over a term table (ranks as the local store), or "
+                                               "PostgreSQL full-text ranking (ts_rank_cd). See docs/scale.md.")
+    job_lease: float = Field(60.0, gt=0, description="Seconds a worker holds an ingest job without a heartbeat "
+                             "before another worker may retry it (store=postgres).")
     llm: Literal["extractive", "openai", "h2ogpte"] = Field(
         "extractive", description="Answer generator: extractive (offline), openai (any OpenAI-compatible endpoint) "
         "or h2ogpte (h2oGPTe's LLMs over our retrieval).")

@@ -33,6 +33,7 @@ from ingest.loaders import SUPPORTED_SUFFIXES, kind_for_name
 from ingest.names import display_name
 from ingest.originals import Originals, StagedOriginal
 from ingest.parse_job import FileParser, ParseSettings
+from ingest.pg_library import PgLibrary, PgWriter
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 REUSE_JACCARD = 0.8  # the cross-file dedupe threshold: a chunk that will collapse into its twin
@@ -200,7 +201,7 @@ class _Named:
 
 
 class Pipeline:
-    def __init__(self, library: Library, embedder: Embedder, *, max_file_bytes: int = 100 * 2**20,
+    def __init__(self, library: Library | PgLibrary, embedder: Embedder, *, max_file_bytes: int = 100 * 2**20,
                  max_unpacked_bytes: int = 500 * 2**20, batch_size: int = 16,
                  chunk_tokens: int | None = None, max_passages: int = 5_000, parse_timeout: float = 60.0,
                  parse_memory_mb: int = 1024, isolate_parsing: bool = True, ocr: bool = True) -> None:
@@ -301,7 +302,7 @@ class Pipeline:
         return plans
 
     @staticmethod
-    def _commit_name(w: Writer, n: _Named) -> None:
+    def _commit_name(w: Writer | PgWriter, n: _Named) -> None:
         """Inside the write transaction: store the parse if no one has, then point the name at it."""
         r = n.result
         doc_id = w.document_with(*n.key)

@@ -104,6 +104,23 @@ class UploadResponse(BaseModel):
     generation: int
 
 
+class JobPublic(BaseModel):
+    """A queued ingestion (store=postgres): an upload answers 202 with this; GET /api/v1/jobs/{id} follows it."""
+
+    id: int
+    state: Literal["queued", "running", "done", "failed"]
+    attempts: int = Field(description="Times a worker took it (a worker that died leaves it to the next one).")
+    max_attempts: int
+    created_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    worker: str | None = None
+    progress: dict[str, Any] = Field(description="stage (queued|parse|embed|done|failed), done, total")
+    files: list[str] = Field(description="The names of the job's files.")
+    report: UploadResponse | None = Field(None, description="When done: what the upload would have answered.")
+    error: str | None = None
+
+
 class ErrorResponse(BaseModel):
     """Every 4xx/5xx answer of the API."""
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from ingest.textnorm import STOPWORDS, stem, words
 
 PREFIX = 6
-_ACRONYM = re.compile(r"\b(?=\w*[A-Z]\w*[A-Z])[A-Za-z][\w]*\b")
+ACRONYM = re.compile(r"\b(?=\w*[A-Z]\w*[A-Z])[A-Za-z][\w]*\b")
 
 
 class Vocabulary:
@@ -35,7 +35,7 @@ class Vocabulary:
             if len(w) >= PREFIX and w[:PREFIX] in self.prefixes:  # parallelism ~ parallelization
                 continue
             out.append(w)
-        for m in _ACRONYM.finditer(question):
+        for m in ACRONYM.finditer(question):
             w = m.group(0).lower()
             if w in out or w in self.library or stem(w) in self.library:
                 continue

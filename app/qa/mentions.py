@@ -104,8 +104,15 @@ class SourceNames:
             return True
         if len(unit) < 3 or unit in STOPWORDS or unit in GENERIC or unit.isdigit():
             return False
-        outside = sum(1 for r in self.rows_with(stem(unit)) if self.row_docs[r] not in docs)
-        return outside <= RARE_SHARE * len(self.row_docs)
+        return self.outside(stem(unit), docs) <= RARE_SHARE * self.passages()
+
+    def outside(self, term: str, docs: set[str]) -> int:
+        """Passages of documents other than `docs` that hold the keyword `term` (a database store counts them
+        in SQL instead)."""
+        return sum(1 for r in self.rows_with(term) if self.row_docs[r] not in docs)
+
+    def passages(self) -> int:
+        return len(self.row_docs)
 
     def find(self, question: str) -> Mention | None:
         capitalised, referring = _referring_words(question)

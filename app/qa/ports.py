@@ -69,6 +69,18 @@ class Store(DocumentStore, Retrieval, Protocol):
     pass
 
 
+class Jobs(Protocol):
+    """Queued ingestion (store=postgres: ingest.pg_jobs): files wait for a `lecture-qa worker`."""
+
+    def enqueue(self, files: list[SourceFile]) -> dict[str, Any]:
+        """One job for these files; the job as `get` shows it."""
+        ...
+
+    def get(self, job_id: int) -> dict[str, Any] | None:
+        """id, state (queued | running | done | failed), attempts, progress, report, error; None if unknown."""
+        ...
+
+
 class Answerer(Lifecycle, Protocol):
     name: str
     retrieves: bool

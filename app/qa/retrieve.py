@@ -49,8 +49,12 @@ def _rows_with(snap: Snapshot) -> Callable[[str], Sequence[int]]:
 
 
 def _scale(scores: np.ndarray) -> np.ndarray:
-    top = float(scores.max())
-    mid = float(np.median(scores))
+    return scale_between(scores, float(np.median(scores)), float(scores.max()))
+
+
+def scale_between(scores: np.ndarray, mid: float, top: float) -> np.ndarray:
+    """Median-max scaling with the median and maximum given (a store that scores candidates only knows them
+    from elsewhere: app.qa.stores.postgres)."""
     if top - mid <= 1e-9:
         return np.zeros_like(scores)
     return (scores - mid) / (top - mid)

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from app.previews import NoPreview, PageImage, Previews
-from app.qa.ports import Answerer, Store
+from app.qa.ports import Answerer, Jobs, Store
 from app.qa.types import Answer, AskResult, Source
 from ingest.pipeline import Progress, Report, SourceFile
 from ingest.public import DocumentInfo
@@ -26,8 +26,9 @@ def retrieval_query(question: str, history: Sequence[str] | None) -> str:
 
 class QAService:
     def __init__(self, store: Store, answerer: Answerer, *, default_top_k: int = 5,
-                 previews: Previews | None = None) -> None:
+                 previews: Previews | None = None, jobs: Jobs | None = None) -> None:
         self.store = store
+        self.jobs = jobs  # queued ingestion: uploads become jobs for the workers (None: ingest in the request)
         self.answerer = answerer
         self.default_top_k = default_top_k
         self.previews = previews  # page images; None where the documents are not ours (h2oGPTe)
@@ -96,6 +97,19 @@ class QAService:
     def ingest(self, files: list[SourceFile], *, progress: Progress | None = None,
                on_lock_wait: Callable[[], None] | None = None) -> Report:
         return self.store.ingest(files, progress=progress, on_lock_wait=on_lock_wait)
+
+    @property
+    def queued(self) -> bool:
+        """Uploads are queued for workers instead of ingested in the request."""
+        return self.jobs is not None
+
+    def enqueue(self, files: list[SourceFile]) -> dict[str, Any]:
+        if self.jobs is None:
+            raise RuntimeError("this store ingests in the request: it has no job queue")
+        return self.jobs.enqueue(files)
+
+    def job(self, job_id: int) -> dict[str, Any] | None:
+        return self.jobs.get(job_id) if self.jobs is not None else None
 
     def documents(self) -> list[DocumentInfo]:
         return self.store.documents()

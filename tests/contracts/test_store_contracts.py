@@ -1,5 +1,5 @@
 """The Store contract run against every store: the local library and an h2oGPTe collection (the REAL h2ogpte
-client against the local fake server). The PostgreSQL store joins here."""
+client against the local fake server) and PostgreSQL + pgvector (a real server from the pgserver wheel)."""
 
 from __future__ import annotations
 
@@ -31,6 +31,19 @@ class TestH2OGPTeStore(StoreContract):
         fake_h2ogpte.mode = fake_h2ogpte.chat_mode = "ok"
         store = H2OGPTeStore(H2OGPTeConnection(fake_h2ogpte.url, "sk-good", timeout=10),
                              f"contract-{uuid.uuid4().hex[:8]}", ingest_timeout=30)
+        store.warm_up()
+        yield store
+        store.close()
+
+
+class TestPostgresStore(StoreContract):
+    @pytest.fixture()
+    def store(self, tmp_path, embedder, pg_url):
+        from app.backends import build_postgres_store
+        from app.settings import Settings
+
+        store = build_postgres_store(Settings(store="postgres", database_url=pg_url, data_dir=tmp_path / "scratch"),
+                                     embedder)
         store.warm_up()
         yield store
         store.close()

@@ -3,10 +3,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, HTTPException, Request, UploadFile, status
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import AdminDep, KeyDep, ServiceDep, SettingsDep, can_write
-from app.api.schemas import DocumentPublic, DocumentsPublic, UploadResponse, error_responses
+from app.api.schemas import DocumentPublic, DocumentsPublic, JobPublic, UploadResponse, error_responses
 from ingest.errors import UnsupportedFileType
 from ingest.loaders import kind_for_name
 from ingest.names import display_name
@@ -47,8 +48,10 @@ async def delete_document(doc_id: str, service: ServiceDep, _: AdminDep) -> dict
 
 
 @router.post("/documents", response_model=UploadResponse, summary="Upload lecture files (multipart, one or more)",
-             responses=error_responses(401, 403, 413, 415, 422, 503, e413="A file is over the size limit",
-                                       e422="A malformed body, or no file could be ingested (per-file reasons)"))
+             responses={**error_responses(401, 403, 413, 415, 422, 503, e413="A file is over the size limit",
+                                          e422="A malformed body, or no file could be ingested (per-file reasons)"),
+                        202: {"model": JobPublic, "description": "Queued for the ingest workers (store=postgres): "
+                              "follow the job at the Location header, GET /api/v1/jobs/{id}"}})
 async def upload_documents(files: Annotated[list[UploadFile], File(description="PDF, PPTX, DOCX, MD, HTML, TXT")],
                            service: ServiceDep, settings: SettingsDep, _: AdminDep) -> Any:
     limit = settings.max_upload_bytes
@@ -69,6 +72,10 @@ async def upload_documents(files: Annotated[list[UploadFile], File(description="
     if not sources:
         raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
                             unsupported[0]["reason"] if unsupported else "no file was sent")
+    if service.queued:
+        job = await run_in_threadpool(service.enqueue, sources)
+        return JSONResponse(JobPublic.model_validate(job).model_dump(), status.HTTP_202_ACCEPTED,
+                            headers={"Location": f"/api/v1/jobs/{job['id']}"})
     report = await run_in_threadpool(service.ingest, sources)
     body = report.public()
     body["files"] = sorted(body["files"] + unsupported, key=lambda f: f["name"])

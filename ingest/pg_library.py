@@ -1,0 +1,427 @@
+"""The library in PostgreSQL + pgvector: the same relational model as the SQLite library (ingest.library), shared
+by any number of API processes and ingest workers on any machines.
+
+Tables (schema versions in MIGRATIONS, applied in order under an advisory lock, so replicas starting together
+migrate once):
+    meta          generation counter, embedder name, passage count and keyword-length total (for BM25's avgdl)
+    documents     one parse of some bytes, as in SQLite
+    names         name -> document
+    chunks        every chunk, with its vector and word-piece vectors; `head` is the id of its group's canonical
+                  chunk (ingest.dedupe: star groups, no chains), so a group's other members are its `also_at`
+    passages      one row per canonical chunk: the searchable unit. Vector under HNSW (inner product on
+                  L2-normalised vectors = cosine), keyword length, a tsvector (GIN) for PostgreSQL full-text
+    terms         (term, passage, tf): the BM25 postings, with the same keyword_tokens as the SQLite library's
+                  bm25s index, so BM25 scores equal the local store's (checked in tests)
+    jobs, job_files  the ingestion queue (ingest.pg_jobs)
+
+Writes: one transaction per ingest or delete, serialised by a transaction-scoped advisory lock (the expensive
+part, parsing and embedding, runs before it, in parallel across workers). Groups are kept up to date locally:
+a new chunk is grouped with its nearest stored passages (HNSW, cosine >= NEIGHBOUR_COSINE) and their groups'
+members; a delete regroups what is left of the groups it touched. A reader sees a document whole or not at all:
+a search reads the committed tables, so a commit on one machine is searchable on every other at once, and a
+delete is never followed by a result from the deleted document.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ingest.dedupe import group_duplicates
+from ingest.library import DOC_COLUMNS, ChunkRow, DocumentRecord, now_iso
+from ingest.textnorm import keyword_tokens
+
+WRITE_LOCK = 0x6C71_0001  # advisory lock keys ("lq" + n)
+MIGRATE_LOCK = 0x6C71_0002
+NEIGHBOUR_COSINE = 0.75  # stored passages this close to a new chunk are checked as near-duplicates
+NEIGHBOURS = 8
+log = logging.getLogger(__name__)
+
+
+def _migrations(dim: int) -> list[tuple[int, str]]:
+    """(version, SQL). Never edit an applied one: add the next."""
+    return [
+        (1, f"""
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO meta(key, value) VALUES ('generation', '0'), ('passages', '0'), ('keyword_total', '0'),
+    ('dim', '{dim}');
+CREATE TABLE documents (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, title TEXT NOT NULL, kind TEXT NOT NULL, size BIGINT NOT NULL,
+    units INTEGER NOT NULL, unit_label TEXT NOT NULL, chunks INTEGER NOT NULL, ingested_at TEXT NOT NULL,
+    source TEXT NOT NULL DEFAULT '', content TEXT NOT NULL DEFAULT '', parsed_as TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX documents_content ON documents(content, parsed_as);
+CREATE TABLE names (name TEXT PRIMARY KEY, doc_id TEXT NOT NULL REFERENCES documents(id) ON DELETE CASCADE);
+CREATE INDEX names_doc ON names(doc_id);
+CREATE TABLE chunks (
+    id TEXT PRIMARY KEY, doc_id TEXT NOT NULL REFERENCES documents(id) ON DELETE CASCADE, ord INTEGER NOT NULL,
+    text TEXT NOT NULL, embed_text TEXT NOT NULL, embed_hash TEXT NOT NULL, location JSONB NOT NULL,
+    title TEXT NOT NULL, contained_in TEXT, embedding vector({dim}), tokens BYTEA, head TEXT
+);
+CREATE INDEX chunks_doc ON chunks(doc_id, ord);
+CREATE INDEX chunks_hash ON chunks(embed_hash);
+CREATE INDEX chunks_head ON chunks(head);
+CREATE TABLE passages (
+    id TEXT PRIMARY KEY REFERENCES chunks(id) ON DELETE CASCADE, doc_id TEXT NOT NULL,
+    embedding vector({dim}) NOT NULL, keyword_len INTEGER NOT NULL, fts tsvector NOT NULL
+);
+CREATE INDEX passages_doc ON passages(doc_id);
+CREATE INDEX passages_hnsw ON passages USING hnsw (embedding vector_ip_ops) WITH (m = 16, ef_construction = 64);
+CREATE INDEX passages_fts ON passages USING gin (fts);
+CREATE TABLE terms (
+    term TEXT NOT NULL, passage_id TEXT NOT NULL REFERENCES passages(id) ON DELETE CASCADE, tf INTEGER NOT NULL,
+    PRIMARY KEY (term, passage_id)
+);
+CREATE INDEX terms_passage ON terms(passage_id);
+CREATE INDEX terms_prefix ON terms(left(term, 6));
+"""),
+        (2, """
+CREATE TABLE jobs (
+    id BIGSERIAL PRIMARY KEY, state TEXT NOT NULL DEFAULT 'queued', attempts INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL DEFAULT 3, created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ, lease_until TIMESTAMPTZ, worker TEXT,
+    progress JSONB NOT NULL DEFAULT '{}', report JSONB, error TEXT
+);
+CREATE INDEX jobs_ready ON jobs(id) WHERE state IN ('queued', 'running');
+CREATE TABLE job_files (
+    job_id BIGINT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE, ord INTEGER NOT NULL, name TEXT NOT NULL,
+    source TEXT NOT NULL DEFAULT '', data BYTEA NOT NULL, PRIMARY KEY (job_id, ord)
+);
+"""),
+    ]
+
+
+SCHEMA_VERSION = 2
+
+
+def migrate(conn: Any, dim: int) -> int:
+    """Apply the migrations this database lacks, in one transaction under an advisory lock; the version now."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATE_LOCK,))
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+                     "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+        current = conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[0]
+        if current > SCHEMA_VERSION:
+            raise RuntimeError(f"the database was migrated by a newer lecture-qa (schema {current}, this one "
+                               f"reads up to {SCHEMA_VERSION}): upgrade lecture-qa")
+        for version, sql in _migrations(dim):
+            if version > current:
+                conn.execute(sql)
+                conn.execute("INSERT INTO schema_migrations(version) VALUES (%s)", (version,))
+                current = version
+        stored = conn.execute("SELECT value FROM meta WHERE key='dim'").fetchone()
+        if stored and int(stored[0]) != dim:
+            raise RuntimeError(f"the database holds {stored[0]}-dimensional vectors, the model makes {dim}")
+    return int(current)
+
+
+def keyword_counts(title: str, embed_text: str) -> dict[str, int]:
+    """The BM25 terms of a passage and their counts: what the local store's bm25s index gets for it."""
+    counts: dict[str, int] = {}
+    for t in keyword_tokens(f"{title}\n{embed_text}") or ["_"]:
+        counts[t] = counts.get(t, 0) + 1
+    return counts
+
+
+@dataclass
+class PgState:
+    """What the ingest pipeline reads of a committed state (the SQLite library's Snapshot plays this part)."""
+
+    generation: int
+    passages: int
+    raw_chunks: int
+    documents: int = 0
+
+    @property
+    def collapsed(self) -> int:
+        return self.raw_chunks - self.passages
+
+
+class PgLibrary:
+    """A PostgreSQL library: a connection pool, the schema, reads for the pipeline, and `writer()`.
+
+    `data_dir` is local scratch only (the pipeline stages originals there); nothing in it is shared."""
+
+    def __init__(self, url: str, *, dim: int = 384, data_dir: str | Path = "./data", min_connections: int = 1,
+                 max_connections: int = 8) -> None:
+        import psycopg
+        from pgvector.psycopg import register_vector
+        from psycopg_pool import ConnectionPool
+
+        self.url = url
+        self.dim = dim
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with psycopg.connect(url, autocommit=True) as conn:
+            self.schema_version = migrate(conn, dim)
+        self.pool = ConnectionPool(url, min_size=min_connections, max_size=max_connections, open=True,
+                                   configure=register_vector, name="lecture-qa")
+        self._thread_lock = threading.Lock()
+
+    def close(self) -> None:
+        self.pool.close()
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[Any]:
+        """A pooled connection; its transaction commits when the block ends without an exception."""
+        with self.pool.connection() as conn:
+            yield conn
+
+    # ---- reading -------------------------------------------------------------------------------------------
+    def meta(self) -> dict[str, str]:
+        with self.connection() as conn:
+            return dict(conn.execute("SELECT key, value FROM meta").fetchall())
+
+    def generation(self) -> int:
+        with self.connection() as conn:
+            return int(conn.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
+
+    def snapshot(self, *, force_check: bool = False) -> PgState:
+        with self.connection() as conn:
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            chunks, docs = conn.execute("SELECT (SELECT count(*) FROM chunks), (SELECT count(*) FROM documents)"
+                                        ).fetchone()
+        return PgState(int(meta["generation"]), int(meta["passages"]), int(chunks), int(docs))
+
+    def documents(self) -> list[DocumentRecord]:
+        with self.connection() as conn:
+            docs = [DocumentRecord(*r) for r in conn.execute(f"SELECT {DOC_COLUMNS} FROM documents")]
+            names = conn.execute("SELECT name, doc_id FROM names ORDER BY name").fetchall()
+        by_id = {d.id: d for d in docs}
+        for name, doc_id in names:
+            doc = by_id.get(doc_id)
+            if doc is not None and name != doc.name:
+                doc.also_named.append(name)
+        return sorted(docs, key=lambda d: d.name)
+
+    def document(self, doc_id: str) -> DocumentRecord | None:
+        with self.connection() as conn:
+            r = conn.execute(f"SELECT {DOC_COLUMNS} FROM documents WHERE id=%s", (doc_id,)).fetchone()
+            if r is None:
+                return None
+            doc = DocumentRecord(*r)
+            doc.also_named = [n for (n,) in conn.execute("SELECT name FROM names WHERE doc_id=%s ORDER BY name",
+                                                         (doc_id,)) if n != doc.name]
+        return doc
+
+    def names(self) -> dict[str, str]:
+        with self.connection() as conn:
+            return dict(conn.execute("SELECT name, doc_id FROM names").fetchall())
+
+    def ensure_embedder(self, name: str) -> None:
+        with self.connection() as conn:
+            conn.execute("INSERT INTO meta(key, value) VALUES ('embedder', %s) ON CONFLICT DO NOTHING", (name,))
+            stored = conn.execute("SELECT value FROM meta WHERE key='embedder'").fetchone()[0]
+        if stored != name:
+            raise RuntimeError(f"the database was indexed with the embedding model {stored!r}, not {name!r}")
+
+    def cached_embeddings(self, hashes: list[str]) -> dict[str, tuple[bytes, bytes | None]]:
+        if not hashes:
+            return {}
+        with self.connection() as conn:
+            rows = conn.execute("SELECT DISTINCT ON (embed_hash) embed_hash, embedding, tokens FROM chunks "
+                                "WHERE embedding IS NOT NULL AND embed_hash = ANY(%s)", (hashes,)).fetchall()
+        return {h: (e.to_numpy().astype(np.float32).tobytes(), t) for h, e, t in rows}
+
+    def embedded_texts(self) -> list[tuple[str, str, bytes]]:
+        """Empty: the pipeline's reuse of a stored near-twin's vector reads every stored text, which does not
+        scale to a shared database; twins within one batch still share one encode, and stored twins still
+        collapse into one passage (grouping finds them by their vectors)."""
+        return []
+
+    def chunk_tokens(self, chunk_ids: list[str]) -> dict[str, bytes | None]:
+        with self.connection() as conn:
+            return dict(conn.execute("SELECT id, tokens FROM chunks WHERE id = ANY(%s)", (chunk_ids,)).fetchall())
+
+    # ---- writing ---------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def writer(self, timeout: float = 600.0, on_wait: Callable[[], None] | None = None) -> Iterator[PgWriter]:
+        """One transaction holding the write lock; groups, passages and terms follow the rows at commit."""
+        from ingest.errors import LibraryLocked
+
+        with self.connection() as conn:
+            w = PgWriter(conn)
+            try:
+                with conn.transaction():
+                    got = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (WRITE_LOCK,)).fetchone()[0]
+                    if not got:
+                        if on_wait is not None:
+                            on_wait()
+                        conn.execute(f"SET LOCAL lock_timeout = '{int(timeout * 1000)}ms'")
+                        try:
+                            conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+                        except Exception as exc:
+                            raise LibraryLocked("another ingest holds the library lock; try again later") from exc
+                    yield w
+                    if w.changed:
+                        regroup(conn, w.added, w.touched_heads)
+                        gen = int(conn.execute("UPDATE meta SET value = (value::bigint + 1)::text "
+                                               "WHERE key='generation' RETURNING value").fetchone()[0])
+                        passages, total = conn.execute("SELECT count(*), coalesce(sum(keyword_len), 0) "
+                                                       "FROM passages").fetchone()
+                        conn.execute("UPDATE meta SET value=%s WHERE key='passages'", (str(passages),))
+                        conn.execute("UPDATE meta SET value=%s WHERE key='keyword_total'", (str(total),))
+                        chunks = conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
+                        w.snapshot = PgState(gen, int(passages), int(chunks))
+                        w.before_commit()
+                    else:
+                        raise _Rollback
+            except _Rollback:
+                pass
+        if w.changed:
+            w.after_commit()
+
+
+class _Rollback(Exception):
+    """Leaves an unchanged writer's transaction without committing anything."""
+
+
+class PgWriter:
+    """Changes made inside `PgLibrary.writer()`; the same calls as ingest.library.Writer."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.changed = False
+        self.snapshot: PgState | None = None
+        self.added: list[str] = []  # chunk ids added in this transaction
+        self.touched_heads: set[str] = set()  # groups that lost members
+        self._hooks: list[Callable[[], None]] = []
+        self._after: list[Callable[[], object]] = []
+
+    def on_before_commit(self, fn: Callable[[], None]) -> None:
+        self._hooks.append(fn)
+
+    def before_commit(self) -> None:
+        for fn in self._hooks:
+            fn()
+
+    def on_after_commit(self, fn: Callable[[], object]) -> None:
+        self._after.append(fn)
+
+    def after_commit(self) -> None:
+        for fn in self._after:
+            try:
+                fn()
+            except Exception:
+                log.exception("a hook after the library commit failed (the change itself is committed)")
+
+    def stored_keys(self) -> set[tuple[str, str]]:
+        return {(c, p) for c, p in self.conn.execute("SELECT content, parsed_as FROM documents")}
+
+    def has_document(self, doc_id: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM documents WHERE id=%s", (doc_id,)).fetchone() is not None
+
+    def document_named(self, name: str) -> str | None:
+        row = self.conn.execute("SELECT doc_id FROM names WHERE name=%s", (name,)).fetchone()
+        return row[0] if row else None
+
+    def document_with(self, content: str, parsed_as: str) -> str | None:
+        row = self.conn.execute("SELECT id FROM documents WHERE content=%s AND parsed_as=%s",
+                                (content, parsed_as)).fetchone()
+        return row[0] if row else None
+
+    def names_of(self, doc_id: str) -> list[str]:
+        return [r[0] for r in self.conn.execute("SELECT name FROM names WHERE doc_id=%s ORDER BY name", (doc_id,))]
+
+    def name_document(self, name: str, doc_id: str) -> str | None:
+        old = self.document_named(name)
+        if old == doc_id:
+            return None
+        if old is not None:
+            self.conn.execute("DELETE FROM names WHERE name=%s", (name,))
+            rest = self.conn.execute("SELECT min(name) FROM names WHERE doc_id=%s", (old,)).fetchone()[0]
+            if rest is None:
+                self.delete_document(old)
+            else:
+                self.conn.execute("UPDATE documents SET name=%s WHERE id=%s AND name=%s", (rest, old, name))
+        self.conn.execute("INSERT INTO names(name, doc_id) VALUES (%s, %s)", (name, doc_id))
+        self.changed = True
+        return old
+
+    def delete_document(self, doc_id: str) -> bool:
+        heads = [h for (h,) in self.conn.execute("SELECT DISTINCT head FROM chunks WHERE doc_id=%s AND head IS NOT "
+                                                 "NULL", (doc_id,))]
+        self.conn.execute("DELETE FROM passages WHERE id IN (SELECT id FROM chunks WHERE doc_id=%s)", (doc_id,))
+        self.conn.execute("DELETE FROM chunks WHERE doc_id=%s", (doc_id,))
+        self.conn.execute("DELETE FROM names WHERE doc_id=%s", (doc_id,))
+        cur = self.conn.execute("DELETE FROM documents WHERE id=%s", (doc_id,))
+        if cur.rowcount:
+            self.touched_heads.update(heads)
+            self.added = [c for c in self.added if not c.startswith(f"{doc_id}-")]
+            self.changed = True
+        return bool(cur.rowcount)
+
+    def add_document(self, doc: DocumentRecord, chunks: list[ChunkRow]) -> None:
+        self.conn.execute(
+            f"INSERT INTO documents({DOC_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+            (doc.id, doc.name, doc.title, doc.kind, doc.size, doc.units, doc.unit_label, doc.chunks,
+             doc.ingested_at or now_iso(), doc.source, doc.content, doc.parsed_as))
+        with self.conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO chunks(id, doc_id, ord, text, embed_text, embed_hash, location, title, contained_in, "
+                "embedding, tokens) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                [(c.id, c.doc_id, c.order, c.text, c.embed_text, c.embed_hash, json.dumps(c.location), c.title,
+                  c.contained_in, None if c.embedding is None else np.asarray(c.embedding, np.float32), c.tokens)
+                 for c in chunks])
+        self.added.extend(c.id for c in chunks)
+        self.changed = True
+
+
+def regroup(conn: Any, added: Sequence[str], touched_heads: set[str]) -> None:
+    """Bring groups, passages and terms up to date for the chunks just added and the groups that lost members.
+
+    The chunks considered: the added ones, the members of every group that lost one, and the members of the
+    groups of every stored passage within NEIGHBOURS nearest (cosine >= NEIGHBOUR_COSINE) of an added chunk.
+    Over those, ingest.dedupe.group_duplicates decides the groups exactly as the SQLite library does over the
+    whole library (a near-duplicate pair has a cosine far above the threshold: shingle or word-set Jaccard >= 0.8)."""
+    heads = set(touched_heads)
+    new = conn.execute("SELECT id, embedding FROM chunks WHERE id = ANY(%s) AND contained_in IS NULL AND "
+                       "embedding IS NOT NULL", (list(added),)).fetchall()
+    for _, vec in new:
+        rows = conn.execute("SELECT id, -(embedding <#> %s) FROM passages ORDER BY embedding <#> %s LIMIT %s",
+                            (vec, vec, NEIGHBOURS)).fetchall()
+        heads.update(pid for pid, cos in rows if cos >= NEIGHBOUR_COSINE)
+    rows = conn.execute(
+        "SELECT id, doc_id, text, contained_in, embedding IS NOT NULL, head FROM chunks "
+        "WHERE id = ANY(%s) OR head = ANY(%s) ORDER BY doc_id, ord", (list(added), list(heads))).fetchall()
+    if not rows:
+        return
+    ids = [r[0] for r in rows]
+    pos = {cid: i for i, cid in enumerate(ids)}
+    groups = group_duplicates([r[2] for r in rows], [pos.get(r[3]) if r[3] else None for r in rows],
+                              [r[4] for r in rows], [r[1] for r in rows])
+    old_heads = {r[5] for r in rows if r[5] is not None}
+    new_heads = {ids[members[0]] for members in groups.members if rows[members[0]][4]}
+    with conn.cursor() as cur:
+        cur.executemany("UPDATE chunks SET head=%s WHERE id=%s",
+                        [(ids[members[0]] if rows[members[0]][4] else None, ids[m])
+                         for members in groups.members for m in members])
+    gone = sorted(old_heads - new_heads)
+    if gone:
+        conn.execute("DELETE FROM passages WHERE id = ANY(%s)", (gone,))
+    fresh = sorted(new_heads - old_heads)
+    if fresh:
+        add_passages(conn, fresh)
+
+
+def add_passages(conn: Any, chunk_ids: list[str]) -> None:
+    """Make these canonical chunks searchable: vector, keyword terms, full-text vector."""
+    rows = conn.execute("SELECT id, doc_id, title, embed_text, embedding FROM chunks WHERE id = ANY(%s)",
+                        (chunk_ids,)).fetchall()
+    with conn.cursor() as cur:
+        counts = {cid: keyword_counts(title, text) for cid, _, title, text, _ in rows}
+        cur.executemany(
+            "INSERT INTO passages(id, doc_id, embedding, keyword_len, fts) "
+            "VALUES (%s, %s, %s, %s, to_tsvector('english', %s))",
+            [(cid, doc, vec, sum(counts[cid].values()), f"{title}\n{text}") for cid, doc, title, text, vec in rows])
+        cur.executemany("INSERT INTO terms(term, passage_id, tf) VALUES (%s, %s, %s)",
+                        [(t, cid, n) for cid, c in counts.items() for t, n in c.items()])
