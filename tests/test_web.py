@@ -484,3 +484,41 @@ def test_documents_table_keeps_file_names_readable(browser, rich_server, width):
         assert cell.evaluate("td => td.getBoundingClientRect().width") >= 120
         OUT.mkdir(exist_ok=True)
         pg.locator("#documents").screenshot(path=str(OUT / f"web-documents-{width}.png"))
+
+
+def test_upload_on_the_postgres_store_follows_the_queued_job(browser, pg_url, tmp_path):
+    """store=postgres: an upload answers 202 with a job; the page follows it until a worker has ingested the
+    file, then lists the document and answers from it."""
+    import os
+    import subprocess
+    import sys
+
+    env = {"LECTURE_QA_STORE": "postgres", "LECTURE_QA_DATABASE_URL": pg_url, "LECTURE_QA_PREVIEWS": "false"}
+    srv = Server(tmp_path / "api", env=env)
+    log = open(tmp_path / "worker.log", "w")  # noqa: SIM115 - closed below
+    worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--poll", "0.2"], cwd=ROOT,
+                              env={**os.environ, **env, "LECTURE_QA_DATA_DIR": str(tmp_path / "worker")},
+                              stdout=log, stderr=subprocess.STDOUT)
+    try:
+        srv.wait_ready()
+        queued = srv.upload(SAMPLES / "01-recurrent-networks.md")
+        assert queued.status_code == 202
+        deadline = time.monotonic() + 120
+        while httpx.get(f"{srv.url}/api/v1/jobs/{queued.json()['id']}", timeout=10).json()["state"] != "done":
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+        deck = tmp_path / "liquid-state.pptx"
+        make_pptx([{"title": "Liquid state machines",
+                    "bullets": ["A liquid state machine feeds spikes into a fixed random recurrent spiking network.",
+                                "Only the readout of a liquid state machine is trained."]}], path=deck)
+        with open_page(browser, srv) as pg:
+            pg.set_input_files("#file-input", str(deck))
+            pg.wait_for_selector("#uploads li[data-status='ingested']", timeout=120_000)
+            pg.wait_for_selector("#documents td.name:text-is('liquid-state.pptx')")
+            turn = ask(pg, "What is trained in a liquid state machine?", ".grounded")
+            assert "liquid-state.pptx, slide 1" in turn.locator(".sources li").first.inner_text()
+    finally:
+        worker.terminate()
+        worker.wait(30)
+        log.close()
+        srv.stop()

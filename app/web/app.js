@@ -644,14 +644,21 @@ function uploadOne(file) {
     xhr.open("POST", "/api/v1/documents");
     if (state.key) xhr.setRequestHeader("Authorization", `Bearer ${state.key}`);
     xhr.upload.onprogress = (e) => { if (e.lengthComputable) bar.value = (100 * e.loaded) / e.total; };
-    xhr.onload = () => {
+    const show = (f) => {
+      result.textContent = f.status === "skipped" ? ` skipped: ${f.reason}` : ` ${f.status}`;
+      result.className = f.status === "skipped" ? "skip" : "ok";
+    };
+    xhr.onload = async () => {
       bar.value = 100;
       let body = {};
       try { body = JSON.parse(xhr.responseText); } catch (_) { /* not JSON */ }
-      if (xhr.status === 200) {
-        const f = body.files[0];
-        result.textContent = f.status === "skipped" ? ` skipped: ${f.reason}` : ` ${f.status}`;
-        result.className = f.status === "skipped" ? "skip" : "ok";
+      if (xhr.status === 202) {  // queued for the ingest workers (store=postgres): follow the job
+        result.textContent = " queued";
+        const job = await followJob(body.id, result);
+        if (job.state === "done" && job.report) show(job.report.files[0]);
+        else { result.textContent = ` failed: ${job.error || "the job did not finish"}`; result.className = "skip"; }
+      } else if (xhr.status === 200) {
+        show(body.files[0]);
       } else {
         const detail = body.detail && body.detail.files ? body.detail.files[0].reason : body.error;
         const message = xhr.status === 422 ? `skipped: ${detail}` : explain(new ApiError(xhr.status, body.error));
@@ -670,6 +677,17 @@ function uploadOne(file) {
     form.append("files", file, file.name);
     xhr.send(form);
   });
+}
+
+async function followJob(id, label) {
+  for (;;) {
+    await new Promise((r) => setTimeout(r, 1000));
+    let job;
+    try { job = await api(`/api/v1/jobs/${id}`); } catch (error) { return { state: "failed", error: explain(error) }; }
+    if (job.state === "done" || job.state === "failed") return job;
+    const p = job.progress || {};
+    label.textContent = job.state === "running" && p.total ? ` ${p.stage} ${p.done}/${p.total}` : ` ${job.state}`;
+  }
 }
 
 async function uploadFiles(files) {
