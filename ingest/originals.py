@@ -48,8 +48,11 @@ class StagedOriginal:
 
 
 class Originals:
-    def __init__(self, data_dir: str | Path) -> None:
+    def __init__(self, data_dir: str | Path, *, enabled: bool = True) -> None:
+        """enabled=False (the postgres store, whose data_dir is a machine's scratch space, not the library):
+        nothing is kept, and `find` reports every original as present."""
         self.dir = Path(data_dir) / "originals"
+        self.enabled = enabled
         self._kept: list[Listener] = []
         self._removed: list[Listener] = []
 
@@ -58,7 +61,7 @@ class Originals:
 
     def find(self, content: str, parsed_as: str) -> Path | None:
         p = self.path(content, parsed_as)
-        return p if p.is_file() else None
+        return p if p.is_file() or not self.enabled else None
 
     # -- listeners (called under the write lock: they must only note things down) --
     def on_kept(self, fn: Listener) -> None:
@@ -73,7 +76,7 @@ class Originals:
     def stage(self, data: bytes, content: str, parsed_as: str) -> StagedOriginal | None:
         """The bytes in a fsynced temporary file next to their final place; None when that place is taken."""
         final = self.path(content, parsed_as)
-        if final.is_file():
+        if not self.enabled or final.is_file():
             return None
         self.dir.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.dir)

@@ -277,8 +277,9 @@ class PgLibrary:
                         raise _Rollback
             except _Rollback:
                 pass
-        if w.changed:
-            w.after_commit()
+            if w.changed:  # committed; still on this connection (the hooks may read), outside the transaction
+                w.after_commit()
+                conn.commit()
 
 
 class _Rollback(Exception):

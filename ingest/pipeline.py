@@ -217,7 +217,8 @@ class Pipeline:
                           ocr=ocr, ocr_seconds=parse_timeout / 2),  # OCR: ingest.ocr, at most half the timeout
             embedder.count_tokens, tokenizer=embedder.tokenizer_json(), isolate=isolate_parsing,
             timeout_s=parse_timeout, memory_mb=parse_memory_mb)
-        self.originals = Originals(library.data_dir)  # each document's bytes, for page previews
+        # each document's bytes, for page previews; a database library's data_dir is only scratch space
+        self.originals = Originals(library.data_dir, enabled=not isinstance(library, PgLibrary))
 
     # -- one file -> staged rows (no lock held) --
     def _stage(self, f: SourceFile, data: bytes, doc_id: str) -> _Staged:
