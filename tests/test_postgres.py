@@ -4,6 +4,7 @@ the middle of a commit, and searches while a worker commits."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -251,3 +252,28 @@ def test_searches_while_a_worker_commits_see_whole_documents_only(pg_url, tmp_pa
         worker.terminate()
         worker.wait(30)
         api.stop()
+
+
+def test_cli_queues_a_folder_and_waits_for_the_worker(pg_url, tmp_path):
+    worker = _worker(pg_url, tmp_path)
+    env = {**os.environ, **_env(pg_url), "LECTURE_QA_DATA_DIR": str(tmp_path / "cli")}
+    try:
+        out = subprocess.run([sys.executable, "-m", "app.cli", "ingest", str(SAMPLES), "--queue", "--wait"],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        assert "queued job" in out.stderr and "ingested" in out.stdout
+        listed = subprocess.run([sys.executable, "-m", "app.cli", "documents", "--json"], cwd=ROOT, env=env,
+                                capture_output=True, text=True, timeout=120)
+        names = {d["name"] for d in json.loads(listed.stdout)}
+        assert names == {p.name for p in SAMPLES.iterdir() if p.is_file()}
+    finally:
+        worker.terminate()
+        worker.wait(30)
+
+
+def test_worker_and_queue_need_the_postgres_store(tmp_path):
+    env = {**os.environ, "LECTURE_QA_DATA_DIR": str(tmp_path / "data"), "LECTURE_QA_STORE": "local"}
+    for argv in (["worker", "--once"], ["ingest", str(NOTES), "--queue"]):
+        out = subprocess.run([sys.executable, "-m", "app.cli", *argv], cwd=ROOT, env=env, capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 2 and "LECTURE_QA_STORE=postgres" in out.stderr, out.stderr
