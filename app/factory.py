@@ -24,6 +24,7 @@ from app.api.routes import ask, documents, health, jobs, pages, search
 from app.backends import build_service
 from app.qa.errors import BackendUnavailable
 from app.settings import Settings
+from ingest.errors import StorageUnavailable
 
 log = logging.getLogger("lecture_qa")
 WEB_DIR = Path(__file__).parent / "web"
@@ -152,7 +153,8 @@ def create_app(settings: Settings | None = None, *, load_in_background: bool = T
         return JSONResponse({"error": message, "detail": errors}, status_code=422)
 
     @app.exception_handler(BackendUnavailable)
-    async def backend_unavailable(request: Request, exc: BackendUnavailable) -> JSONResponse:
+    @app.exception_handler(StorageUnavailable)
+    async def backend_unavailable(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": "5"})
 
     @app.exception_handler(Exception)

@@ -27,3 +27,7 @@ class TooComplex(IngestError):
 
 class ParseLimitExceeded(IngestError):
     """Parsing the file ran past the parse worker's time or memory limit (the worker was stopped)."""
+
+
+class StorageUnavailable(Exception):
+    """The library's database cannot be reached now (store=postgres); the service answers 503 and retries."""

@@ -164,7 +164,7 @@ class PgLibrary:
         with psycopg.connect(url, autocommit=True) as conn:
             self.schema_version = migrate(conn, dim)
         self.pool = ConnectionPool(url, min_size=min_connections, max_size=max_connections, open=True,
-                                   configure=register_vector, name="lecture-qa")
+                                   configure=register_vector, name="lecture-qa", timeout=10.0)
         self._thread_lock = threading.Lock()
 
     def close(self) -> None:
@@ -172,9 +172,19 @@ class PgLibrary:
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[Any]:
-        """A pooled connection; its transaction commits when the block ends without an exception."""
-        with self.pool.connection() as conn:
-            yield conn
+        """A pooled connection; its transaction commits when the block ends without an exception. A database
+        that cannot be reached (down, restarted, no connection for 10 s) raises StorageUnavailable."""
+        import psycopg
+        from psycopg_pool import PoolTimeout
+
+        from ingest.errors import StorageUnavailable
+
+        try:
+            with self.pool.connection() as conn:
+                yield conn
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            self.pool.check()  # drop the broken connections, so the next call gets a fresh one
+            raise StorageUnavailable(f"the library's database cannot be reached: {exc}".strip()) from exc
 
     # ---- reading -------------------------------------------------------------------------------------------
     def meta(self) -> dict[str, str]:

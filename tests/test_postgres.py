@@ -277,3 +277,25 @@ def test_worker_and_queue_need_the_postgres_store(tmp_path):
         out = subprocess.run([sys.executable, "-m", "app.cli", *argv], cwd=ROOT, env=env, capture_output=True,
                              text=True, timeout=120)
         assert out.returncode == 2 and "LECTURE_QA_STORE=postgres" in out.stderr, out.stderr
+
+
+def test_a_database_that_goes_away_is_a_clear_503_not_a_500(pg_server, pg_url, tmp_path):
+    from fastapi.testclient import TestClient
+    from psycopg.conninfo import conninfo_to_dict
+
+    from app.factory import create_app
+    from ingest.errors import StorageUnavailable
+
+    settings = _settings(pg_url, tmp_path, previews=False)
+    with TestClient(create_app(settings)) as client:
+        deadline = time.monotonic() + 120
+        while client.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert client.post("/api/v1/search", json={"query": "forget gate"}).status_code == 200
+        pg_server.psql(f"DROP DATABASE {conninfo_to_dict(pg_url)['dbname']} WITH (FORCE);")
+        r = client.post("/api/v1/search", json={"query": "forget gate"})
+        assert r.status_code == 503 and "database" in r.json()["error"], r.text
+        assert client.get("/api/v1/documents").status_code == 503
+        with pytest.raises(StorageUnavailable):
+            client.app.state.service.documents()
