@@ -12,6 +12,7 @@ from app.qa.retrieve import Retriever
 from app.qa.service import QAService
 from app.qa.stores.local import LocalStore
 from app.settings import Settings
+from ingest import token_vectors
 from ingest.embedding import Embedder, make_embedder
 from ingest.library import Library
 from ingest.pg_library import PgLibrary
@@ -36,7 +37,8 @@ def h2ogpte_connection(settings: Settings) -> H2OGPTeConnection:
 def build_pipeline(settings: Settings, library: Library | PgLibrary, embedder: Embedder) -> Pipeline:
     return Pipeline(library, embedder, max_file_bytes=settings.max_upload_bytes,
                     max_unpacked_bytes=settings.max_unpacked_bytes, max_passages=settings.max_passages,
-                    parse_timeout=settings.parse_timeout, parse_memory_mb=settings.parse_memory_mb, ocr=settings.ocr)
+                    parse_timeout=settings.parse_timeout, parse_memory_mb=settings.parse_memory_mb, ocr=settings.ocr,
+                    pack_tokens=library.codec.encode if isinstance(library, PgLibrary) else token_vectors.pack)
 
 
 def build_local_store(settings: Settings, embedder: Embedder) -> LocalStore:
@@ -51,7 +53,8 @@ def build_postgres_store(settings: Settings, embedder: Embedder) -> PostgresStor
 
     if not settings.database_url:
         raise RuntimeError("LECTURE_QA_STORE=postgres needs LECTURE_QA_DATABASE_URL (postgresql://...)")
-    library = PgLibrary(settings.database_url, dim=embedder.dim, data_dir=settings.data_dir)
+    library = PgLibrary(settings.database_url, dim=embedder.dim, data_dir=settings.data_dir,
+                        token_codec=settings.pg_token_codec)
     library.ensure_embedder(embedder.name)
     return PostgresStore(library, embedder, build_pipeline(settings, library, embedder), keyword=settings.pg_keyword)
 

@@ -24,6 +24,10 @@ class Settings(BaseSettings):
     pg_keyword: Literal["bm25", "fts"] = Field("bm25", description="The keyword half of search on the postgres "
                                                "store: BM25 over a term table (ranks as the local store), or "
                                                "PostgreSQL full-text ranking (ts_rank_cd). See docs/scale.md.")
+    pg_token_codec: Literal["int8", "int4", "sign"] = Field(
+        "int4", description="How a new postgres library stores word-piece vectors for the late-interaction rerank: "
+        "int8 (386 bytes a piece, as the local store), int4 (194) or sign bits (48). Recorded in the database when "
+        "it is created; an existing database keeps its own. Measured in docs/token-compression.md.")
     job_lease: float = Field(60.0, gt=0, description="Seconds a worker holds an ingest job without a heartbeat "
                              "before another worker may retry it (store=postgres).")
     llm: Literal["extractive", "openai", "h2ogpte"] = Field(

@@ -64,7 +64,7 @@ COPY_TRAILER = struct.pack(">h", -1)
 VECTOR_HEAD = struct.pack(">hh", DIM, 0)  # pgvector's binary form: dim, unused, float4 big-endian
 NULL = struct.pack(">i", -1)
 # Dropped before the load and recreated after it (the hnsw one timed separately: it is the long one).
-DEFERRED = ["passages_hnsw", "passages_fts", "terms_passage", "terms_prefix", "chunks_doc", "chunks_hash",
+DEFERRED = ["passages_hnsw", "passages_fts", "terms_passage", "terms_postings", "chunks_doc", "chunks_hash",
             "chunks_head"]
 
 
@@ -210,7 +210,18 @@ def load_postgres(src: Source, vecs: np.ndarray, args: argparse.Namespace, url: 
     n = len(vecs)
     s = len(src.ids)
     out: dict[str, Any] = {}
-    PgLibrary(url, dim=DIM, data_dir=args.scratch / "pg-data").close()  # the real schema, migrated
+    lib = PgLibrary(url, dim=DIM, data_dir=args.scratch / "pg-data", token_codec=args.codec)  # the real schema
+    lib.close()
+    from ingest.token_vectors import unpack
+
+    def recode(blob: bytes | None) -> bytes | None:  # the source's int8 word pieces in this database's codec
+        if blob is None:
+            return None
+        values, scales = unpack(blob, DIM)
+        return lib.codec.encode(values.astype(np.float32) * scales.astype(np.float32)[:, None])
+
+    tokens = [recode(b) for b in src.tokens]
+    out["token_codec"] = args.codec
     be = vecs.astype(">f4")
     ids = [chunk_id(src, i) for i in range(n)]
     enc = [(x.encode(), t.encode(), e.encode(), h.encode(), b"\x01" + loc.encode(), ti.encode())
@@ -224,7 +235,7 @@ def load_postgres(src: Source, vecs: np.ndarray, args: argparse.Namespace, url: 
             cid = ids[i].encode()
             yield _row(cid, doc_id(k, src.doc_index[j]).encode(), _i4(src.ords[j]), text, embed_text,
                        embed_hash + f"-v{k}".encode(), location, title, None, VECTOR_HEAD + be[i].tobytes(),
-                       src.tokens[j] if has_tokens(i, args) else None, cid)
+                       tokens[j] if has_tokens(i, args) else None, cid)
 
     def passages() -> Any:
         for i in range(n):
@@ -235,8 +246,9 @@ def load_postgres(src: Source, vecs: np.ndarray, args: argparse.Namespace, url: 
     def terms() -> Any:
         for i in range(n):
             pid = ids[i].encode()
+            dl = _i4(src.keyword_len[i % s])
             for term, tf in src.terms[i % s]:
-                yield _row(term.encode(), pid, _i4(tf))
+                yield _row(term.encode(), pid, _i4(tf), dl)
 
     docs = synthetic_docs(src, n)
     with psycopg.connect(url, autocommit=True) as conn:
@@ -244,7 +256,6 @@ def load_postgres(src: Source, vecs: np.ndarray, args: argparse.Namespace, url: 
                                  "indexname = ANY(%s)", (DEFERRED,)).fetchall())
         for name in DEFERRED:
             conn.execute(f"DROP INDEX {name}")
-        conn.execute("ALTER TABLE terms DROP CONSTRAINT terms_pkey")
         conn.execute("SET session_replication_role = replica")  # no FK triggers during the load
         timings = {}
         t0 = time.perf_counter()
@@ -268,7 +279,8 @@ def load_postgres(src: Source, vecs: np.ndarray, args: argparse.Namespace, url: 
                   passages())
             timings["passages"] = time.perf_counter() - t
             t = time.perf_counter()
-            out["term_rows"] = _copy(conn, "COPY terms (term, passage_id, tf) FROM STDIN (FORMAT BINARY)", terms())
+            out["term_rows"] = _copy(conn, "COPY terms (term, passage_id, tf, dl) FROM STDIN (FORMAT BINARY)",
+                                     terms())
             timings["terms"] = time.perf_counter() - t
             print(f"  passages, terms copied: {timings['passages']:.0f} + {timings['terms']:.0f} s", flush=True)
         out["copy_s"] = {k: round(v, 1) for k, v in timings.items()}
@@ -280,8 +292,8 @@ def load_postgres(src: Source, vecs: np.ndarray, args: argparse.Namespace, url: 
             conn.execute(f"SET statement_timeout = '{int(args.index_timeout_min)}min'")
         builds: dict[str, float | str] = {}
         t = time.perf_counter()
-        conn.execute("ALTER TABLE terms ADD CONSTRAINT terms_pkey PRIMARY KEY (term, passage_id)")
-        builds["terms_pkey"] = round(time.perf_counter() - t, 1)
+        conn.execute("INSERT INTO vocab(term, df) SELECT term, count(*) FROM terms GROUP BY term")
+        builds["vocab"] = round(time.perf_counter() - t, 1)
         for name in DEFERRED:
             t = time.perf_counter()
             try:
@@ -310,9 +322,9 @@ def pg_sizes(url: str, n: int) -> dict[str, Any]:
     with psycopg.connect(url) as conn:
         db = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
         tables = {t: conn.execute("SELECT pg_total_relation_size(%s)", (t,)).fetchone()[0]
-                  for t in ("documents", "names", "chunks", "passages", "terms")}
+                  for t in ("documents", "names", "chunks", "passages", "terms", "vocab")}
         indexes = dict(conn.execute("SELECT indexrelname, pg_relation_size(indexrelid) FROM pg_stat_user_indexes "
-                                    "WHERE relname IN ('chunks', 'passages', 'terms')").fetchall())
+                                    "WHERE relname IN ('chunks', 'passages', 'terms', 'vocab')").fetchall())
         settings = {k: conn.execute(f"SHOW {k}").fetchone()[0] for k in ("server_version", "shared_buffers")}
         settings["pgvector"] = conn.execute("SELECT extversion FROM pg_extension WHERE extname='vector'").fetchone()[0]
     return {"db_bytes": db, "db_bytes_per_chunk": round(db / n), "table_bytes": tables,
@@ -540,6 +552,8 @@ def main() -> None:
     p.add_argument("--store", choices=["postgres", "local"], default="postgres")
     p.add_argument("--skip-tokens", action="store_true", help="store no token vectors (no late interaction)")
     p.add_argument("--tokens-first", type=int, default=None, help="token vectors for the first N chunks only")
+    p.add_argument("--codec", choices=["int8", "int4", "sign"], default="int4",
+                   help="word-piece codec of the postgres library (LECTURE_QA_PG_TOKEN_CODEC)")
     p.add_argument("--sigma", type=float, default=SIGMA)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--source-dir", default="/tmp/pgc", help="pgserver dir of the ingested real corpus (read only)")

@@ -204,8 +204,10 @@ class Pipeline:
     def __init__(self, library: Library | PgLibrary, embedder: Embedder, *, max_file_bytes: int = 100 * 2**20,
                  max_unpacked_bytes: int = 500 * 2**20, batch_size: int = 16,
                  chunk_tokens: int | None = None, max_passages: int = 5_000, parse_timeout: float = 60.0,
-                 parse_memory_mb: int = 1024, isolate_parsing: bool = True, ocr: bool = True) -> None:
+                 parse_memory_mb: int = 1024, isolate_parsing: bool = True, ocr: bool = True,
+                 pack_tokens: Callable[[np.ndarray], bytes] = token_vectors.pack) -> None:
         self.library = library
+        self.pack_tokens = pack_tokens  # word-piece vectors -> the library's blob (int8; a database may choose)
         self.embedder = embedder
         self.chunker = Chunker(embedder.count_tokens, min(chunk_tokens or embedder.max_tokens, embedder.max_tokens))
         self.max_file_bytes = max_file_bytes
@@ -348,7 +350,7 @@ class Pipeline:
             part = texts[i : i + step]
             vecs, token_vecs = self.embedder.encode_with_tokens(part, batch_size=self.batch_size)
             packed: list[bytes | None] = ([None] * len(part) if token_vecs is None
-                                          else [token_vectors.pack(t) for t in token_vecs])
+                                          else [self.pack_tokens(t) for t in token_vecs])
             for h, v, t in zip(hashes[i : i + step], vecs, packed, strict=True):
                 for c in todo[h]:
                     c.embedding = v

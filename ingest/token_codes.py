@@ -317,3 +317,19 @@ class CodedTokens:
         if any(not b for b in chosen):
             return None
         return maxsim(self.codec, np.asarray(query_tokens, dtype=np.float32), chosen)
+
+
+CODECS = ("int8", "int4", "sign")
+"""The codecs a database library may store its word pieces with (`LECTURE_QA_PG_TOKEN_CODEC`); the residual
+codes need a fitted codebook and are not among them (docs/token-compression.md)."""
+
+
+def codec_named(name: str, dim: int = 384) -> Codec:
+    """The codec a library records by name: int8 (386 bytes a piece), int4 (194) or sign (48)."""
+    if name == "int8":
+        return Int8Codec(dim)
+    if name == "int4":
+        return Int4Codec(dim)
+    if name == "sign":
+        return SignCodec(dim, "asymmetric")
+    raise ValueError(f"unknown word-piece codec {name!r}: one of {', '.join(CODECS)}")

@@ -85,10 +85,12 @@ def test_bm25_in_sql_scores_as_the_local_bm25_index(pg_store, tmp_path, embedder
     local.close()
 
 
-def test_same_ranking_as_the_local_store_on_the_samples(pg_store, tmp_path, embedder):
-    from app.backends import build_local_store
+def test_same_ranking_as_the_local_store_on_the_samples(pg_url, tmp_path, embedder):
+    """With the local store's int8 word pieces the ranking is the local store's, passage for passage."""
+    from app.backends import build_local_store, build_postgres_store
     from app.settings import Settings
 
+    pg_store = build_postgres_store(_settings(pg_url, tmp_path, pg_token_codec="int8"), embedder)
     files, _ = collect_paths([SAMPLES])
     local = build_local_store(Settings(data_dir=tmp_path / "local"), embedder)
     local.ingest(files)
@@ -98,6 +100,7 @@ def test_same_ranking_as_the_local_store_on_the_samples(pg_store, tmp_path, embe
         assert [s.text for s in pg_store.search(q, 5)] == [s.text for s in local.search(q, 5)], q
     assert pg_store.stats()["passages"] == local.stats()["passages"]
     local.close()
+    pg_store.close()
 
 
 def test_migrations_are_versioned_and_idempotent(pg_url, tmp_path, embedder):

@@ -22,7 +22,7 @@ from typing import Any, Literal
 import numpy as np
 
 from app.qa.grounding import ACRONYM, PREFIX, Vocabulary
-from app.qa.mentions import Mention, SourceNames
+from app.qa.mentions import RARE_SHARE, Mention, SourceNames
 from app.qa.retrieve import LATE_WEIGHT, NAMED_BOOST, RERANK_CANDIDATES, scale_between
 from app.qa.types import DocumentRef, Source
 from ingest.embedding import Embedder
@@ -30,7 +30,7 @@ from ingest.pg_library import PgLibrary
 from ingest.pipeline import Pipeline, Progress, Report, SourceFile
 from ingest.public import DocumentInfo
 from ingest.textnorm import keyword_tokens, stem, words
-from ingest.token_vectors import TokenIndex
+from ingest.token_codes import maxsim
 
 CANDIDATES = 100
 MEDIAN_SAMPLE = 1024
@@ -38,15 +38,28 @@ EF_SEARCH = 200  # HNSW candidate list (pgvector's default 40 is below CANDIDATE
 KEYWORD_WEIGHT = 0.3
 BM25_K1, BM25_B = 1.5, 0.75  # bm25s's defaults, which the local store uses
 
+POSTINGS_BUDGET = 20_000
+"""Postings read to find the keyword candidates: the query's terms, rarest first, while their postings fit (at
+least the rarest). Below it, every term takes part, as in the local store (the whole corpus stays under it);
+beyond it, the common terms only score the candidates the rarer terms, the dense search and a named document
+found. Measured on a 100,000-chunk synthetic library: reading every posting of every query term was 914 ms of
+a 944 ms search."""
 BM25_SQL = """
-WITH q(term, n) AS (SELECT * FROM unnest(%(terms)s::text[], %(counts)s::int[])),
-     df AS (SELECT t.term, count(*) AS df FROM terms t JOIN q USING (term) GROUP BY t.term)
-SELECT t.passage_id, sum(q.n * ln(1 + (%(n)s - df.df + 0.5) / (df.df + 0.5))
-                         * t.tf / (t.tf + %(k1)s * (1 - %(b)s + %(b)s * p.keyword_len / %(avgdl)s))) AS s
-FROM terms t JOIN q USING (term) JOIN df USING (term) JOIN passages p ON p.id = t.passage_id
-WHERE %(among)s::text[] IS NULL OR t.passage_id = ANY(%(among)s::text[])
+SELECT t.passage_id, sum(q.w * t.tf / (t.tf + %(k)s + %(kb)s * t.dl)) AS s
+FROM unnest(%(terms)s::text[], %(weights)s::float8[]) AS q(term, w) JOIN terms t ON t.term = q.term
 GROUP BY t.passage_id ORDER BY s DESC LIMIT %(limit)s
 """
+BM25_AMONG_SQL = """
+SELECT t.passage_id, sum(q.w * t.tf / (t.tf + %(k)s + %(kb)s * t.dl)) AS s
+FROM unnest(%(terms)s::text[], %(weights)s::float8[]) AS q(term, w) CROSS JOIN unnest(%(among)s::text[]) AS a(id)
+     JOIN terms t ON t.term = q.term AND t.passage_id = a.id
+GROUP BY t.passage_id
+"""
+"""The scores of given passages: one index probe per (term, passage) pair, not a scan of a common term's
+postings."""
+"""BM25 as bm25s computes it ("lucene": idf = ln(1 + (N - df + 0.5) / (df + 0.5)), tf / (tf + k1 (1 - b + b dl /
+avgdl))), each term's weight (idf x its count in the query) computed before, in floating point: with the idf in
+SQL's numeric arithmetic the aggregation took 140 of 165 ms over 21,678 postings."""
 FTS_SQL = """
 SELECT id, ts_rank_cd(fts, q) AS s FROM passages, websearch_to_tsquery('english', %(text)s) q
 WHERE fts @@ q AND (%(among)s::text[] IS NULL OR id = ANY(%(among)s::text[]))
@@ -64,9 +77,13 @@ class _DbSourceNames(SourceNames):
         self._passages = passages
 
     def outside(self, term: str, docs: set[str]) -> int:
+        """Counted only up to one past what still makes the word a name (RARE_SHARE of the passages): a common
+        word's postings are not all read."""
+        enough = int(RARE_SHARE * self._passages) + 1
         with self.library.connection() as conn:
-            return int(conn.execute("SELECT count(*) FROM terms t JOIN passages p ON p.id = t.passage_id "
-                                    "WHERE t.term = %s AND NOT (p.doc_id = ANY(%s))", (term, list(docs))).fetchone()[0])
+            return int(conn.execute("SELECT count(*) FROM (SELECT 1 FROM terms t JOIN passages p ON p.id = "
+                                    "t.passage_id WHERE t.term = %s AND NOT (p.doc_id = ANY(%s)) LIMIT %s) x",
+                                    (term, list(docs), enough)).fetchone()[0])
 
     def passages(self) -> int:
         return self._passages
@@ -110,11 +127,11 @@ class PostgresStore:
             return cached[1]
         with self.library.connection() as conn:
             if passages <= MEDIAN_SAMPLE:
-                rows = conn.execute("SELECT embedding FROM passages").fetchall()
+                rows = conn.execute("SELECT embedding FROM passages", binary=True).fetchall()
             else:
                 pct = min(100.0, 100.0 * 2 * MEDIAN_SAMPLE / passages)
                 rows = conn.execute("SELECT embedding FROM passages TABLESAMPLE SYSTEM (%s) REPEATABLE (7) "
-                                    "LIMIT %s", (pct, MEDIAN_SAMPLE)).fetchall()
+                                    "LIMIT %s", (pct, MEDIAN_SAMPLE), binary=True).fetchall()
         matrix = _matrix([r[0] for r in rows])
         self._sample = (passages, matrix.reshape(-1, self.library.dim))
         return self._sample[1]
@@ -128,7 +145,7 @@ class PostgresStore:
         exact = sorted(ws | {stem(w) for w in ws})
         prefixes = sorted({w[:PREFIX] for w in ws if len(w) >= PREFIX})
         with self.library.connection() as conn:
-            terms = [t for (t,) in conn.execute("SELECT DISTINCT term FROM terms WHERE term = ANY(%s) OR "
+            terms = [t for (t,) in conn.execute("SELECT term FROM vocab WHERE term = ANY(%s) OR "
                                                 "left(term, 6) = ANY(%s)", (exact, prefixes))]
         meta = self._meta()
         named = self.source_names(meta).find(text)
@@ -140,12 +157,12 @@ class PostgresStore:
         meta = self._meta()
         n = int(meta["passages"])
         with self.library.connection() as conn:
-            dfs = dict(conn.execute("SELECT term, count(*) FROM terms WHERE term = ANY(%s) GROUP BY term",
-                                    (tokens,)).fetchall())
+            dfs = dict(conn.execute("SELECT term, df FROM vocab WHERE term = ANY(%s)", (tokens,)).fetchall())
         return {t: math.log(1 + (n - df + 0.5) / (df + 0.5)) for t, df in dfs.items() if df}
 
     def _keyword_scores(self, conn: Any, query: str, meta: dict[str, str], among: list[str] | None,
                         limit: int) -> dict[str, float]:
+        """BM25 (or full-text) scores: of the top `limit` passages, or, given `among`, of those passages."""
         if self.keyword == "fts":
             text = " or ".join(w for w in words(query) if w.isalnum())
             if not text:
@@ -156,10 +173,24 @@ class PostgresStore:
             counts[t] = counts.get(t, 0) + 1
         if not counts:
             return {}
+        dfs = dict(conn.execute("SELECT term, df FROM vocab WHERE term = ANY(%s)", (list(counts),)).fetchall())
+        terms = sorted(dfs, key=lambda t: (dfs[t], t))  # rarest first
+        if among is None:  # finding candidates: the rarer terms while their postings fit the budget
+            read = 0
+            for i, t in enumerate(terms):
+                if i and read + dfs[t] > POSTINGS_BUDGET:
+                    terms = terms[:i]
+                    break
+                read += dfs[t]
+        if not terms:
+            return {}
         n, total = int(meta["passages"]), int(meta["keyword_total"])
-        params = {"terms": list(counts), "counts": list(counts.values()), "n": n, "k1": BM25_K1, "b": BM25_B,
-                  "avgdl": total / max(n, 1), "among": among, "limit": limit}
-        return {pid: float(s) for pid, s in conn.execute(BM25_SQL, params).fetchall()}
+        avgdl = total / max(n, 1)
+        weights = [counts[t] * math.log(1 + (n - dfs[t] + 0.5) / (dfs[t] + 0.5)) for t in terms]
+        params = {"terms": terms, "weights": weights, "k": BM25_K1 * (1 - BM25_B), "kb": BM25_K1 * BM25_B / avgdl,
+                  "among": among, "limit": limit}
+        sql = BM25_SQL if among is None else BM25_AMONG_SQL
+        return {pid: float(s) for pid, s in conn.execute(sql, params).fetchall()}
 
     def search(self, query: str, top_k: int, document_ids: Sequence[str] | None = None) -> list[Source]:
         vecs, tokens = self.embedder.encode_with_tokens([query], batch_size=1)
@@ -187,20 +218,18 @@ class PostgresStore:
                                                       "head IS NOT NULL", (sorted(named.doc_ids),))}
             pool = set(allowed) if allowed is not None else {r[0] for r in dense_top} | set(keyword_top) | boosted
             ids = sorted(pool)
-            rows = conn.execute("SELECT p.id, p.embedding FROM passages p WHERE p.id = ANY(%s)", (ids,)).fetchall()
+            rows = conn.execute("SELECT p.id, p.embedding FROM passages p WHERE p.id = ANY(%s)", (ids,),
+                                binary=True).fetchall()  # binary: 3x faster to read than text vectors
             ids = [r[0] for r in rows]
             matrix = _matrix([r[1] for r in rows])
-            missing = [i for i in ids if i not in keyword_top]
-            keyword = dict(keyword_top)
-            if keyword_top and missing:
-                keyword.update(self._keyword_scores(conn, query, meta, missing, len(missing)))
+            keyword = self._keyword_scores(conn, query, meta, ids, len(ids)) if keyword_top else {}
         if not ids:
             return []
         dense = matrix.reshape(len(ids), -1) @ qv
         sample = self._median_sample(n)
         mid = float(np.median(sample @ qv)) if len(sample) else float(np.median(dense))
         fused = (1 - KEYWORD_WEIGHT) * scale_between(dense, mid, float(dense.max()))
-        top_keyword = max(keyword_top.values(), default=0.0)
+        top_keyword = max(keyword.values(), default=0.0)  # the best passage holds the rare terms: it is pooled
         if top_keyword > 0:
             fused += KEYWORD_WEIGHT * np.asarray([keyword.get(i, 0.0) for i in ids], dtype=np.float32) / top_keyword
         boost = np.asarray([NAMED_BOOST if i in boosted else 0.0 for i in ids], dtype=np.float32)
@@ -210,10 +239,11 @@ class PostgresStore:
         order = np.argsort(-fused, kind="stable")[: min(max(top_k, RERANK_CANDIDATES), len(ids))]
         order = order[np.isfinite(fused[order])]
         scores = fused[order]
-        if q_tokens is not None and len(order):
-            blobs = self.library.chunk_tokens([ids[i] for i in order])
-            index = TokenIndex.build([blobs.get(ids[i]) for i in order], self.library.dim)
-            late = index.maxsim(q_tokens, np.arange(len(order))) if index is not None else None
+        if q_tokens is not None and len(order) and len(q_tokens):
+            stored = self.library.chunk_tokens([ids[i] for i in order])
+            blobs = [stored.get(ids[i]) for i in order]
+            late = (maxsim(self.library.codec, q_tokens, [b for b in blobs if b])
+                    if all(blobs) else None)  # a passage without word pieces: the fused order stands
             if late is not None:
                 scores = (1 - LATE_WEIGHT) * scores + LATE_WEIGHT * scale_between(
                     late, float(np.median(late)), float(late.max())) + LATE_WEIGHT * boost[order]
