@@ -87,6 +87,7 @@ class Source:
     terms: list[list[tuple[str, int]]]
     docs: list[tuple[Any, ...]]  # documents rows (DOC_COLUMNS order)
     embedder: str
+    codec: Any = None  # the source library's word-piece codec (ingest.token_codes)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -96,17 +97,34 @@ def _server(path: str) -> Any:
     return pgserver.get_server(path, cleanup_mode=None)
 
 
+def ensure_source(source_dir: str, corpus: Path) -> None:
+    """The real corpus in a postgres library at `source_dir`, ingested by the real pipeline when missing."""
+    if (Path(source_dir) / "PG_VERSION").exists():
+        return
+    from app.backends import build_service
+    from app.settings import Settings
+    from ingest.pipeline import collect_paths
+
+    print(f"ingesting {corpus} into a postgres library at {source_dir} (once)...", flush=True)
+    settings = Settings(store="postgres", database_url=_server(source_dir).get_uri(), pg_token_codec="int8",
+                        data_dir=Path(source_dir).parent / "scale-source-scratch", previews=False)
+    with build_service(settings) as service:
+        service.ingest(collect_paths([corpus])[0])
+
+
 def read_source(source_dir: str) -> Source:
     import psycopg
     from pgvector.psycopg import register_vector
 
     from ingest.library import DOC_COLUMNS
+    from ingest.token_codes import codec_named
 
     url = _server(source_dir).get_uri()
     with psycopg.connect(url) as conn:
         register_vector(conn)
         conn.execute("SET TRANSACTION READ ONLY")
         embedder = conn.execute("SELECT value FROM meta WHERE key='embedder'").fetchone()[0]
+        codec = conn.execute("SELECT value FROM meta WHERE key='token_codec'").fetchone()
         docs = conn.execute(f"SELECT {DOC_COLUMNS} FROM documents ORDER BY id").fetchall()
         rows = conn.execute(
             "SELECT c.id, c.doc_id, c.ord, c.text, c.embed_text, c.embed_hash, c.location::text, c.title, "
@@ -122,7 +140,8 @@ def read_source(source_dir: str) -> Source:
         location=[r[6] for r in rows], title=[r[7] for r in rows],
         vectors=np.asarray([r[8].to_numpy() for r in rows], dtype=np.float32),
         tokens=[bytes(r[9]) if r[9] is not None else None for r in rows], keyword_len=[r[10] for r in rows],
-        fts=[bytes(r[11]) for r in rows], terms=[terms.get(r[0], []) for r in rows], docs=docs, embedder=embedder)
+        fts=[bytes(r[11]) for r in rows], terms=[terms.get(r[0], []) for r in rows], docs=docs, embedder=embedder,
+        codec=codec_named(codec[0] if codec else "int8", DIM))
 
 
 # ---- the synthetic library ----------------------------------------------------------------------------------
@@ -212,13 +231,8 @@ def load_postgres(src: Source, vecs: np.ndarray, args: argparse.Namespace, url: 
     out: dict[str, Any] = {}
     lib = PgLibrary(url, dim=DIM, data_dir=args.scratch / "pg-data", token_codec=args.codec)  # the real schema
     lib.close()
-    from ingest.token_vectors import unpack
-
-    def recode(blob: bytes | None) -> bytes | None:  # the source's int8 word pieces in this database's codec
-        if blob is None:
-            return None
-        values, scales = unpack(blob, DIM)
-        return lib.codec.encode(values.astype(np.float32) * scales.astype(np.float32)[:, None])
+    def recode(blob: bytes | None) -> bytes | None:  # the source's word pieces in this database's codec
+        return None if blob is None else lib.codec.encode(src.codec.decode(blob))
 
     tokens = [recode(b) for b in src.tokens]
     out["token_codec"] = args.codec
@@ -388,7 +402,9 @@ def load_local(src: Source, vecs: np.ndarray, args: argparse.Namespace, data_dir
 
     from ingest.library import Library, Snapshot
     from ingest.textnorm import keyword_tokens
-    from ingest.token_vectors import TokenIndex
+    from ingest.token_vectors import TokenIndex, pack
+
+    int8 = [None if b is None else pack(src.codec.decode(b)) for b in src.tokens]  # the local store's format
 
     n, s = len(vecs), len(src.ids)
     out: dict[str, Any] = {}
@@ -407,7 +423,7 @@ def load_local(src: Source, vecs: np.ndarray, args: argparse.Namespace, data_dir
                 "embedding, tokens) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 ((ids[i], doc_id(i // s, src.doc_index[i % s]), src.ords[i % s], src.text[i % s],
                   src.embed_text[i % s], f"{src.embed_hash[i % s]}-v{i // s}", src.location[i % s], src.title[i % s],
-                  None, vecs[i].tobytes(), src.tokens[i % s] if has_tokens(i, args) else None) for i in range(n)))
+                  None, vecs[i].tobytes(), int8[i % s] if has_tokens(i, args) else None) for i in range(n)))
             conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('embedder', ?)", (src.embedder,))
             conn.execute("UPDATE meta SET value = '1' WHERE key = 'generation'")
     out["sqlite_load_s"] = round(time.perf_counter() - t, 1)
@@ -417,7 +433,7 @@ def load_local(src: Source, vecs: np.ndarray, args: argparse.Namespace, data_dir
     corpus_by_source = [keyword_tokens(f"{src.title[j]}\n{src.embed_text[j]}") or ["_"] for j in range(s)]
     bm25 = bm25s.BM25()
     bm25.index([corpus_by_source[i % s] for i in range(n)], show_progress=False)
-    tokens = TokenIndex.build([src.tokens[i % s] if has_tokens(i, args) else None for i in range(n)], DIM)
+    tokens = TokenIndex.build([int8[i % s] if has_tokens(i, args) else None for i in range(n)], DIM)
     snap = Snapshot(1, {}, [], index, bm25, raw_chunks=n, tokens=tokens)
     lib._write_derived(snap, [[cid] for cid in ids])  # every chunk its own group (see the module docstring)
     out["derived_build_s"] = round(time.perf_counter() - t, 1)
@@ -556,7 +572,9 @@ def main() -> None:
                    help="word-piece codec of the postgres library (LECTURE_QA_PG_TOKEN_CODEC)")
     p.add_argument("--sigma", type=float, default=SIGMA)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--source-dir", default="/tmp/pgc", help="pgserver dir of the ingested real corpus (read only)")
+    p.add_argument("--source-dir", default="/tmp/pgc", help="pgserver dir of the ingested real corpus (read only; "
+                   "made from --corpus by the real pipeline when missing)")
+    p.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpus")
     p.add_argument("--server-dir", default="/tmp/pgscale", help="pgserver dir for the synthetic databases")
     p.add_argument("--scratch", type=Path, default=Path("/tmp/scale-bench"))
     p.add_argument("--requests", type=int, default=300)
@@ -575,6 +593,7 @@ def main() -> None:
     args.scratch.mkdir(parents=True, exist_ok=True)
 
     t = time.perf_counter()
+    ensure_source(args.source_dir, args.corpus)
     src = read_source(args.source_dir)
     vecs, mean_cos = synthetic_vectors(src, n, args.sigma, args.seed)
     print(f"source: {len(src.ids)} passages, {len(src.docs)} documents; {n:,} synthetic vectors, mean cosine to "
