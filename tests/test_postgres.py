@@ -98,6 +98,12 @@ def test_same_ranking_as_the_local_store_on_the_samples(pg_url, tmp_path, embedd
     for q in ("what does the forget gate in an LSTM do?", "why do transformers need positional encodings?",
               "how is attention computed in the seq2seq decoder", "in the GRU slides, what is the update gate"):
         assert [s.text for s in pg_store.search(q, 5)] == [s.text for s in local.search(q, 5)], q
+    by_name = {d.name: d.id for d in local.documents()}
+    pg_ids = {d.name: d.id for d in pg_store.documents()}
+    for name in ("03-lstm-and-gru.pptx", "01-recurrent-networks.md"):
+        q = "what does the gate decide"
+        filtered = [s.text for s in local.search(q, 5, document_ids=[by_name[name]])]
+        assert filtered and [s.text for s in pg_store.search(q, 5, document_ids=[pg_ids[name]])] == filtered
     assert pg_store.stats()["passages"] == local.stats()["passages"]
     local.close()
     pg_store.close()

@@ -216,7 +216,9 @@ class PostgresStore:
             if named is not None:
                 boosted = {h for (h,) in conn.execute("SELECT DISTINCT head FROM chunks WHERE doc_id = ANY(%s) AND "
                                                       "head IS NOT NULL", (sorted(named.doc_ids),))}
-            pool = set(allowed) if allowed is not None else {r[0] for r in dense_top} | set(keyword_top) | boosted
+            # the filtered documents' passages are scored beside the library's best ones, as the local store
+            # scales every passage's scores before it masks those of other documents
+            pool = {r[0] for r in dense_top} | set(keyword_top) | boosted | (allowed or set())
             ids = sorted(pool)
             rows = conn.execute("SELECT p.id, p.embedding FROM passages p WHERE p.id = ANY(%s)", (ids,),
                                 binary=True).fetchall()  # binary: 3x faster to read than text vectors
