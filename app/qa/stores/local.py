@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from app.qa.grounding import Vocabulary
 from app.qa.retrieve import Retriever
-from app.qa.types import DocumentRef, Source
+from app.qa.stores.common import PipelineDocuments, cited
+from app.qa.types import Source
 from ingest.embedding import Embedder
 from ingest.library import Library
-from ingest.pipeline import Pipeline, Progress, Report, SourceFile
-from ingest.public import DocumentInfo
+from ingest.pipeline import Pipeline
 
 
-class LocalStore:
+class LocalStore(PipelineDocuments):
     """SQLite + FAISS + BM25 in a data directory, shared safely by several worker processes."""
 
     name = "local"
+    library: Library
 
     def __init__(self, library: Library, embedder: Embedder, pipeline: Pipeline, retriever: Retriever) -> None:
         self.library = library
@@ -42,20 +43,16 @@ class LocalStore:
         snap = self.library.snapshot()
         hits = self.retriever.search(snap, query, top_k, document_ids)
         wanted = set(document_ids or ())
+
+        def names(doc_id: str) -> tuple[str, str]:
+            doc = snap.documents.get(doc_id)
+            return (doc.name, doc.title) if doc else ("", "")
+
         out: list[Source] = []
         for h in hits:
             p = snap.passages[h.row]
             places = [{"document_id": p.doc_id, "location": p.location}, *p.also_at]
-            if wanted and p.doc_id not in wanted:  # cite the place in a document that was asked for
-                first = next((i for i, a in enumerate(places) if a["document_id"] in wanted), 0)
-                places.insert(0, places.pop(first))
-            refs = []
-            for a in places:
-                doc = snap.documents.get(a["document_id"])
-                refs.append(DocumentRef(a["document_id"], doc.name if doc else "", doc.title if doc else ""))
-            also = [{"document": r.public(), "location": a["location"]} for r, a in zip(refs[1:], places[1:],
-                                                                                         strict=True)]
-            out.append(Source(p.chunk_id, p.text, h.score, refs[0], places[0]["location"], also, dense=h.dense))
+            out.append(cited(p.chunk_id, p.text, h.score, h.dense, places, names, wanted))
         return out
 
     @property
@@ -68,20 +65,6 @@ class LocalStore:
 
     def close(self) -> None:
         """Nothing to release: SQLite connections are per thread, the parse worker is shared by the process."""
-
-    def ingest(self, files: list[SourceFile], *, progress: Progress | None = None,
-               on_lock_wait: Callable[[], None] | None = None) -> Report:
-        return self.pipeline.ingest(files, progress=progress, on_lock_wait=on_lock_wait)
-
-    def documents(self) -> list[DocumentInfo]:
-        return [d.info() for d in self.library.documents()]
-
-    def document(self, doc_id: str) -> DocumentInfo | None:
-        d = self.library.document(doc_id)
-        return d.info() if d else None
-
-    def delete(self, doc_id: str) -> bool:
-        return self.pipeline.delete(doc_id)
 
     def stats(self) -> dict[str, Any]:
         snap = self.library.snapshot()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -24,11 +24,11 @@ import numpy as np
 from app.qa.grounding import ACRONYM, PREFIX, Vocabulary
 from app.qa.mentions import RARE_SHARE, Mention, SourceNames
 from app.qa.retrieve import LATE_WEIGHT, NAMED_BOOST, RERANK_CANDIDATES, scale_between
-from app.qa.types import DocumentRef, Source
+from app.qa.stores.common import PipelineDocuments, cited
+from app.qa.types import Source
 from ingest.embedding import Embedder
 from ingest.pg_library import PgLibrary
-from ingest.pipeline import Pipeline, Progress, Report, SourceFile
-from ingest.public import DocumentInfo
+from ingest.pipeline import Pipeline
 from ingest.textnorm import keyword_tokens, stem, words
 from ingest.token_codes import maxsim
 
@@ -93,11 +93,12 @@ class _DbSourceNames(SourceNames):
         return self._passages
 
 
-class PostgresStore:
+class PostgresStore(PipelineDocuments):
     """Documents, passages and their indexes in PostgreSQL; stateless in the process (caches are per generation
     and hold document names and a vector sample only)."""
 
     name = "postgres"
+    library: PgLibrary
 
     def __init__(self, library: PgLibrary, embedder: Embedder, pipeline: Pipeline, *,
                  keyword: Literal["bm25", "fts"] = "bm25", candidates: int = CANDIDATES) -> None:
@@ -294,13 +295,7 @@ class PostgresStore:
             if p is None or "text" not in p:  # deleted between the ranking and this read
                 continue
             places = [{"document_id": p["doc_id"], "location": p["location"]}, *p["also"]]
-            if wanted and p["doc_id"] not in wanted:
-                first = next((i for i, a in enumerate(places) if a["document_id"] in wanted), 0)
-                places.insert(0, places.pop(first))
-            refs = [DocumentRef(a["document_id"], *docs.get(a["document_id"], ("", ""))) for a in places]
-            also = [{"document": r.public(), "location": a["location"]} for r, a in zip(refs[1:], places[1:],
-                                                                                         strict=True)]
-            out.append(Source(head, p["text"], score, refs[0], places[0]["location"], also, dense=dense))
+            out.append(cited(head, p["text"], score, dense, places, lambda d: docs.get(d, ("", "")), wanted))
         return out
 
     # ---- DocumentStore ---------------------------------------------------------------------------------
@@ -314,20 +309,6 @@ class PostgresStore:
 
     def close(self) -> None:
         self.library.close()
-
-    def ingest(self, files: list[SourceFile], *, progress: Progress | None = None,
-               on_lock_wait: Callable[[], None] | None = None) -> Report:
-        return self.pipeline.ingest(files, progress=progress, on_lock_wait=on_lock_wait)
-
-    def documents(self) -> list[DocumentInfo]:
-        return [d.info() for d in self.library.documents()]
-
-    def document(self, doc_id: str) -> DocumentInfo | None:
-        d = self.library.document(doc_id)
-        return d.info() if d else None
-
-    def delete(self, doc_id: str) -> bool:
-        return self.pipeline.delete(doc_id)
 
     def stats(self) -> dict[str, Any]:
         state = self.library.snapshot()
