@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -124,6 +124,15 @@ class Passage:
     title: str
     location: dict[str, Any]
     also_at: list[dict[str, Any]] = field(default_factory=list)  # [{"document_id", "location"}]
+
+
+class Committed(Protocol):
+    """What a writer tells of the state it committed (a Snapshot here, ingest.pg_library.PgState there)."""
+
+    generation: int
+
+    @property
+    def collapsed(self) -> int: ...
 
 
 @dataclass
@@ -528,12 +537,16 @@ class Library:
 class Writer:
     """Changes made inside `Library.writer()`; they become visible together at commit."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn  # sqlite3 here; psycopg in ingest.pg_library.PgWriter, which shares every call but two
         self.changed = False
-        self.snapshot: Snapshot | None = None
+        self.snapshot: Committed | None = None
         self._hooks: list[Callable[[], None]] = []
         self._after: list[Callable[[], object]] = []
+
+    def _sql(self, query: str, params: tuple[Any, ...] = ()) -> Any:
+        """Run one statement written with `?` placeholders (a database writer translates them)."""
+        return self.conn.execute(query, params)
 
     def on_before_commit(self, fn: Callable[[], None]) -> None:
         """Test hook: run `fn` after derived files are written, just before the SQLite commit."""
@@ -558,23 +571,23 @@ class Writer:
 
     def stored_keys(self) -> set[tuple[str, str]]:
         """(content, parsed_as) of every document, as this transaction (or, after it, the commit) sees them."""
-        return {(c, p) for c, p in self.conn.execute("SELECT content, parsed_as FROM documents")}
+        return {(c, p) for c, p in self._sql("SELECT content, parsed_as FROM documents")}
 
     def has_document(self, doc_id: str) -> bool:
-        return self.conn.execute("SELECT 1 FROM documents WHERE id=?", (doc_id,)).fetchone() is not None
+        return self._sql("SELECT 1 FROM documents WHERE id=?", (doc_id,)).fetchone() is not None
 
     def document_named(self, name: str) -> str | None:
-        row = self.conn.execute("SELECT doc_id FROM names WHERE name=?", (name,)).fetchone()
+        row = self._sql("SELECT doc_id FROM names WHERE name=?", (name,)).fetchone()
         return row[0] if row else None
 
     def document_with(self, content: str, parsed_as: str) -> str | None:
         """The document that is this parse of these bytes, if stored."""
-        row = self.conn.execute("SELECT id FROM documents WHERE content=? AND parsed_as=?",
+        row = self._sql("SELECT id FROM documents WHERE content=? AND parsed_as=?",
                                 (content, parsed_as)).fetchone()
         return row[0] if row else None
 
     def names_of(self, doc_id: str) -> list[str]:
-        return [r[0] for r in self.conn.execute("SELECT name FROM names WHERE doc_id=? ORDER BY name", (doc_id,))]
+        return [r[0] for r in self._sql("SELECT name FROM names WHERE doc_id=? ORDER BY name", (doc_id,))]
 
     def name_document(self, name: str, doc_id: str) -> str | None:
         """Give `name` to the document `doc_id`. The document that had the name loses it (and is deleted when
@@ -583,13 +596,13 @@ class Writer:
         if old == doc_id:
             return None
         if old is not None:
-            self.conn.execute("DELETE FROM names WHERE name=?", (name,))
-            rest = self.conn.execute("SELECT MIN(name) FROM names WHERE doc_id=?", (old,)).fetchone()[0]
+            self._sql("DELETE FROM names WHERE name=?", (name,))
+            rest = self._sql("SELECT MIN(name) FROM names WHERE doc_id=?", (old,)).fetchone()[0]
             if rest is None:
                 self.delete_document(old)
             else:
-                self.conn.execute("UPDATE documents SET name=? WHERE id=? AND name=?", (rest, old, name))
-        self.conn.execute("INSERT INTO names(name, doc_id) VALUES (?, ?)", (name, doc_id))
+                self._sql("UPDATE documents SET name=? WHERE id=? AND name=?", (rest, old, name))
+        self._sql("INSERT INTO names(name, doc_id) VALUES (?, ?)", (name, doc_id))
         self.changed = True
         return old
 

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from ingest.dedupe import group_duplicates
-from ingest.library import DOC_COLUMNS, ChunkRow, DocumentRecord, now_iso
+from ingest.library import DOC_COLUMNS, ChunkRow, DocumentRecord, Writer, now_iso
 from ingest.textnorm import keyword_tokens
 from ingest.token_codes import codec_named
 
@@ -325,67 +325,17 @@ class _Rollback(Exception):
     """Leaves an unchanged writer's transaction without committing anything."""
 
 
-class PgWriter:
-    """Changes made inside `PgLibrary.writer()`; the same calls as ingest.library.Writer."""
+class PgWriter(Writer):
+    """Changes made inside `PgLibrary.writer()`: ingest.library.Writer's calls on a psycopg connection, and
+    deletes and adds that also note which groups must be regrouped at commit."""
 
     def __init__(self, conn: Any) -> None:
-        self.conn = conn
-        self.changed = False
-        self.snapshot: PgState | None = None
+        super().__init__(conn)
         self.added: list[str] = []  # chunk ids added in this transaction
         self.touched_heads: set[str] = set()  # groups that lost members
-        self._hooks: list[Callable[[], None]] = []
-        self._after: list[Callable[[], object]] = []
 
-    def on_before_commit(self, fn: Callable[[], None]) -> None:
-        self._hooks.append(fn)
-
-    def before_commit(self) -> None:
-        for fn in self._hooks:
-            fn()
-
-    def on_after_commit(self, fn: Callable[[], object]) -> None:
-        self._after.append(fn)
-
-    def after_commit(self) -> None:
-        for fn in self._after:
-            try:
-                fn()
-            except Exception:
-                log.exception("a hook after the library commit failed (the change itself is committed)")
-
-    def stored_keys(self) -> set[tuple[str, str]]:
-        return {(c, p) for c, p in self.conn.execute("SELECT content, parsed_as FROM documents")}
-
-    def has_document(self, doc_id: str) -> bool:
-        return self.conn.execute("SELECT 1 FROM documents WHERE id=%s", (doc_id,)).fetchone() is not None
-
-    def document_named(self, name: str) -> str | None:
-        row = self.conn.execute("SELECT doc_id FROM names WHERE name=%s", (name,)).fetchone()
-        return row[0] if row else None
-
-    def document_with(self, content: str, parsed_as: str) -> str | None:
-        row = self.conn.execute("SELECT id FROM documents WHERE content=%s AND parsed_as=%s",
-                                (content, parsed_as)).fetchone()
-        return row[0] if row else None
-
-    def names_of(self, doc_id: str) -> list[str]:
-        return [r[0] for r in self.conn.execute("SELECT name FROM names WHERE doc_id=%s ORDER BY name", (doc_id,))]
-
-    def name_document(self, name: str, doc_id: str) -> str | None:
-        old = self.document_named(name)
-        if old == doc_id:
-            return None
-        if old is not None:
-            self.conn.execute("DELETE FROM names WHERE name=%s", (name,))
-            rest = self.conn.execute("SELECT min(name) FROM names WHERE doc_id=%s", (old,)).fetchone()[0]
-            if rest is None:
-                self.delete_document(old)
-            else:
-                self.conn.execute("UPDATE documents SET name=%s WHERE id=%s AND name=%s", (rest, old, name))
-        self.conn.execute("INSERT INTO names(name, doc_id) VALUES (%s, %s)", (name, doc_id))
-        self.changed = True
-        return old
+    def _sql(self, query: str, params: tuple[Any, ...] = ()) -> Any:
+        return self.conn.execute(query.replace("?", "%s"), params)
 
     def delete_document(self, doc_id: str) -> bool:
         heads = [h for (h,) in self.conn.execute("SELECT DISTINCT head FROM chunks WHERE doc_id=%s AND head IS NOT "

@@ -33,7 +33,7 @@ from ingest.loaders import SUPPORTED_SUFFIXES, kind_for_name
 from ingest.names import display_name
 from ingest.originals import Originals, StagedOriginal
 from ingest.parse_job import FileParser, ParseSettings
-from ingest.pg_library import PgLibrary, PgWriter
+from ingest.pg_library import PgLibrary
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 REUSE_JACCARD = 0.8  # the cross-file dedupe threshold: a chunk that will collapse into its twin
@@ -305,7 +305,7 @@ class Pipeline:
         return plans
 
     @staticmethod
-    def _commit_name(w: Writer | PgWriter, n: _Named) -> None:
+    def _commit_name(w: Writer, n: _Named) -> None:
         """Inside the write transaction: store the parse if no one has, then point the name at it."""
         r = n.result
         doc_id = w.document_with(*n.key)
