@@ -1,17 +1,20 @@
 """The library in PostgreSQL + pgvector: the same relational model as the SQLite library (ingest.library), shared
 by any number of API processes and ingest workers on any machines.
 
-Tables (schema versions in MIGRATIONS, applied in order under an advisory lock, so replicas starting together
-migrate once):
-    meta          generation counter, embedder name, passage count and keyword-length total (for BM25's avgdl)
+Tables (schema versions in `_migrations()`, applied in order under an advisory lock, so replicas starting
+together migrate once):
+    meta          generation counter, embedder name, word-piece codec, passage count and keyword-length total
+                  (for BM25's avgdl)
     documents     one parse of some bytes, as in SQLite
     names         name -> document
     chunks        every chunk, with its vector and word-piece vectors; `head` is the id of its group's canonical
                   chunk (ingest.dedupe: star groups, no chains), so a group's other members are its `also_at`
     passages      one row per canonical chunk: the searchable unit. Vector under HNSW (inner product on
                   L2-normalised vectors = cosine), keyword length, a tsvector (GIN) for PostgreSQL full-text
-    terms         (term, passage, tf): the BM25 postings, with the same keyword_tokens as the SQLite library's
-                  bm25s index, so BM25 scores equal the local store's (checked in tests)
+    terms         (term, passage, tf, the passage's keyword length): the BM25 postings, with the same
+                  keyword_tokens as the SQLite library's bm25s index, so BM25 scores equal the local store's
+                  (checked in tests)
+    vocab         each term's document frequency
     jobs, job_files  the ingestion queue (ingest.pg_jobs)
 
 Writes: one transaction per ingest or delete, serialised by a transaction-scoped advisory lock (the expensive
