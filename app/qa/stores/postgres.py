@@ -3,12 +3,13 @@ workers share (ingest.pg_library), searched with the local store's ranking (app.
 
 Search reads candidates from the database and ranks them in Python exactly as the local store ranks its whole
 library: the dense top CANDIDATES by HNSW, the keyword top CANDIDATES by BM25 (or PostgreSQL full-text ranking,
-`keyword="fts"`), the passages of a document the question names, or, with a document filter, every passage of
-those documents. The dense half's median-max scaling needs the median cosine over the whole library: it is
-taken over a sample of up to MEDIAN_SAMPLE passage vectors, kept per process and renewed when the library has
-grown or shrunk by a tenth. Measured on the local store over the shared corpus (dev + dev2): scoring only the
-top 50/100/200 dense candidates with the floor of those seen as the median lost up to 0.018 recall@5 and 0.03
-MRR; with the median of a 256-vector sample, every rank was unchanged down to 50 candidates.
+`keyword="fts"`), and the passages of a document the question names or of the filtered documents (all of them
+up to FEW_PASSAGES, else their CANDIDATES closest). The dense half's median-max scaling needs the median
+cosine over the whole library: it is taken over a sample of up to MEDIAN_SAMPLE passage vectors, kept per
+process and renewed when the library has grown or shrunk by a tenth. Measured on the local store over the
+shared corpus (dev + dev2): scoring only the top 50/100/200 dense candidates with the floor of those seen as
+the median lost up to 0.018 recall@5 and 0.03 MRR; with the median of a 256-vector sample, every rank was
+unchanged down to 50 candidates.
 """
 
 from __future__ import annotations
