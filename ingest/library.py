@@ -179,6 +179,16 @@ def _name_kind(name: str, fallback: str) -> str:
         return fallback
 
 
+def named_documents(docs: list[DocumentRecord], names: list[tuple[str, str]]) -> list[DocumentRecord]:
+    """The documents in name order, each with its other names (`names`: (name, document id), in name order)."""
+    by_id = {d.id: d for d in docs}
+    for name, doc_id in names:
+        doc = by_id.get(doc_id)
+        if doc is not None and name != doc.name:
+            doc.also_named.append(name)
+    return sorted(docs, key=lambda d: d.name)
+
+
 def _migrate(conn: sqlite3.Connection) -> None:
     """Bring the schema up to SCHEMA_VERSION in place, in one transaction. Several workers may open an old
     library at once: BEGIN IMMEDIATE lets one migrate; the others then read the new version and do nothing."""
@@ -282,12 +292,7 @@ class Library:
                 names = conn.execute("SELECT name, doc_id FROM names ORDER BY name").fetchall()
             finally:
                 conn.execute("COMMIT")
-        by_id = {d.id: d for d in docs}
-        for name, doc_id in names:
-            doc = by_id.get(doc_id)
-            if doc is not None and name != doc.name:
-                doc.also_named.append(name)
-        return sorted(docs, key=lambda d: d.name)
+        return named_documents(docs, names)
 
     def document(self, doc_id: str) -> DocumentRecord | None:
         with contextlib.closing(self._connect()) as conn:
@@ -607,9 +612,9 @@ class Writer:
         return old
 
     def delete_document(self, doc_id: str) -> bool:
-        self.conn.execute("DELETE FROM chunks WHERE doc_id=?", (doc_id,))
-        self.conn.execute("DELETE FROM names WHERE doc_id=?", (doc_id,))
-        cur = self.conn.execute("DELETE FROM documents WHERE id=?", (doc_id,))
+        self._sql("DELETE FROM chunks WHERE doc_id=?", (doc_id,))
+        self._sql("DELETE FROM names WHERE doc_id=?", (doc_id,))
+        cur = self._sql("DELETE FROM documents WHERE id=?", (doc_id,))
         if cur.rowcount:
             self.changed = True
         return bool(cur.rowcount)

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from ingest.dedupe import group_duplicates
-from ingest.library import DOC_COLUMNS, ChunkRow, DocumentRecord, Writer, now_iso
+from ingest.library import DOC_COLUMNS, ChunkRow, DocumentRecord, Writer, named_documents, now_iso
 from ingest.textnorm import keyword_tokens
 from ingest.token_codes import codec_named
 
@@ -236,12 +236,7 @@ class PgLibrary:
         with self.connection() as conn:
             docs = [DocumentRecord(*r) for r in conn.execute(f"SELECT {DOC_COLUMNS} FROM documents")]
             names = conn.execute("SELECT name, doc_id FROM names ORDER BY name").fetchall()
-        by_id = {d.id: d for d in docs}
-        for name, doc_id in names:
-            doc = by_id.get(doc_id)
-            if doc is not None and name != doc.name:
-                doc.also_named.append(name)
-        return sorted(docs, key=lambda d: d.name)
+        return named_documents(docs, names)
 
     def document(self, doc_id: str) -> DocumentRecord | None:
         with self.connection() as conn:
@@ -345,14 +340,11 @@ class PgWriter(Writer):
                                                  "NULL", (doc_id,))]
         remove_passages(self.conn, [i for (i,) in self.conn.execute(
             "SELECT p.id FROM passages p JOIN chunks c ON c.id = p.id WHERE c.doc_id=%s", (doc_id,))])
-        self.conn.execute("DELETE FROM chunks WHERE doc_id=%s", (doc_id,))
-        self.conn.execute("DELETE FROM names WHERE doc_id=%s", (doc_id,))
-        cur = self.conn.execute("DELETE FROM documents WHERE id=%s", (doc_id,))
-        if cur.rowcount:
+        deleted = super().delete_document(doc_id)
+        if deleted:
             self.touched_heads.update(heads)
             self.added = [c for c in self.added if not c.startswith(f"{doc_id}-")]
-            self.changed = True
-        return bool(cur.rowcount)
+        return deleted
 
     def add_document(self, doc: DocumentRecord, chunks: list[ChunkRow]) -> None:
         self.conn.execute(
