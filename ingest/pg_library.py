@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,7 +194,6 @@ class PgLibrary:
         self.pool = ConnectionPool(url, min_size=min_connections, max_size=max_connections, open=True,
                                    configure=register_vector, name="lecture-qa", timeout=10.0,
                                    kwargs={"prepare_threshold": None})
-        self._thread_lock = threading.Lock()
 
     def close(self) -> None:
         self.pool.close()

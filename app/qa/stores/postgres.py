@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import re
-import threading
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -108,7 +107,6 @@ class PostgresStore(PipelineDocuments):
         self.pipeline = pipeline
         self.keyword = keyword
         self.candidates = candidates
-        self._lock = threading.Lock()
         self._names: tuple[int, _DbSourceNames] | None = None
         self._sample: tuple[int, np.ndarray] | None = None
 
