@@ -1,4 +1,4 @@
-"""lecture-qa: ingest | documents | delete | ask | search | serve | worker | eval."""
+"""lecture-qa: ingest | documents | delete | ask | search | serve | mcp | worker | eval."""
 
 from __future__ import annotations
 
@@ -221,6 +221,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mcp(args: argparse.Namespace) -> int:
+    """The MCP tools over stdin/stdout (app.mcp_server), for a client that starts the server (Claude Desktop)."""
+    from app.mcp_server import run_stdio
+
+    run_stdio(_settings(args))
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from app.qa.evaluate import evaluate_sets
 
@@ -276,6 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("mcp", parents=[common], help="serve the MCP tools (search, ask, documents, page images) "
+                       "over stdio; the HTTP server has them at /mcp")
+    p.set_defaults(func=cmd_mcp)
 
     p = sub.add_parser("eval", parents=[common], help="retrieval, refusal and answer quality on QA jsonl files")
     p.add_argument("qa", nargs="+", help="one or more QA sets, each scored on its own")

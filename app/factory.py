@@ -19,9 +19,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Mount
 from starlette.types import Scope
 
-from app.api.middleware import BodyLimit, KeyGuard
-from app.api.routes import ask, documents, health, jobs, pages, search
+from app.api.middleware import BodyLimit, KeyGuard, route_path
+from app.api.openai_schemas import is_openai_path, openai_error_response
+from app.api.routes import ask, documents, health, jobs, openai_compat, pages, search
 from app.backends import build_service
+from app.mcp_server import app_service, build_mcp_server, mount_mcp
 from app.qa.errors import BackendUnavailable
 from app.settings import Settings
 from ingest.errors import StorageUnavailable
@@ -56,6 +58,22 @@ def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
     return sorted(methods | {"OPTIONS"}) if methods else []
 
 
+def error_answer(request: Request, status_code: int, body: dict[str, Any],
+                 headers: dict[str, str] | None = None) -> JSONResponse:
+    """The API's error `{"error": message, "detail": ...}`; under /v1 OpenAI's shape, where a 422 is a 400 and
+    a detail dict's `param` and `code` (set by the OpenAI routes) fill those fields."""
+    if is_openai_path(route_path(request.scope)):
+        detail = body.get("detail")
+        param = code = None
+        if isinstance(detail, dict):
+            param, code = detail.get("param"), detail.get("code")
+        elif isinstance(detail, list) and detail and isinstance(detail[0], dict):  # validation errors
+            loc = [p for p in detail[0].get("loc", []) if p != "body"]
+            param = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or None
+        return openai_error_response(status_code, str(body["error"]), param=param, code=code, headers=headers)
+    return JSONResponse(body, status_code=status_code, headers=headers)
+
+
 def _single_threaded_math() -> None:
     """A request's vector math is tiny (one query against a few thousand rows); BLAS and OpenMP thread pools
     only spin and contend with the other requests' threads. Measured: 26% of server CPU under 8 clients."""
@@ -87,7 +105,8 @@ def create_app(settings: Settings | None = None, *, load_in_background: bool = T
             threading.Thread(target=_load, args=(app, settings), name="lecture-qa-load", daemon=True).start()
         else:
             _load(app, settings)
-        yield
+        async with mcp_sessions.run():  # the MCP endpoint's task group (app.mcp_server), for the app's life
+            yield
         if app.state.service is not None:
             app.state.service.close()
 
@@ -124,19 +143,19 @@ def create_app(settings: Settings | None = None, *, load_in_background: bool = T
             if request.method == "OPTIONS" and allow:
                 return Response(status_code=204, headers={"Allow": allow})
             headers["Allow"] = allow
-        if status_code == 400:
-            # only body parsing raises a 400 (FastAPI: "There was an error parsing the body", e.g. JSON that is
-            # not UTF-8; Starlette: a malformed multipart body). The API answers every malformed body 422, in
-            # the shape of a validation error.
+        if status_code == 400 and not isinstance(detail, dict):
+            # only body parsing raises a 400 with a text detail (FastAPI: "There was an error parsing the body",
+            # e.g. JSON that is not UTF-8; Starlette: a malformed multipart body; the OpenAI routes raise theirs
+            # with a dict). The API answers every malformed body 422, in the shape of a validation error (under
+            # /v1 OpenAI's 400).
             reason = str(detail).rstrip(".")
-            return JSONResponse({"error": f"invalid request body: {reason[:1].lower()}{reason[1:]}",
-                                 "detail": [{"loc": ["body"], "msg": reason, "type": "body_unparsable"}]},
-                                status_code=422)
+            return error_answer(request, 422, {"error": f"invalid request body: {reason[:1].lower()}{reason[1:]}",
+                                               "detail": [{"loc": ["body"], "msg": reason, "type": "body_unparsable"}]})
         message = detail.get("message") if isinstance(detail, dict) else str(detail)
         body: dict[str, Any] = {"error": message}
         if isinstance(detail, dict):
             body["detail"] = detail
-        return JSONResponse(body, status_code=status_code, headers=headers or None)
+        return error_answer(request, status_code, body, headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -150,17 +169,17 @@ def create_app(settings: Settings | None = None, *, load_in_background: bool = T
         else:
             where = ".".join(str(p) for p in first["loc"] if p != "body") or "body"
             message = f"invalid request: {where}: {first['msg']}"
-        return JSONResponse({"error": message, "detail": errors}, status_code=422)
+        return error_answer(request, 422, {"error": message, "detail": errors})
 
     @app.exception_handler(BackendUnavailable)
     @app.exception_handler(StorageUnavailable)
     async def backend_unavailable(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": "5"})
+        return error_answer(request, 503, {"error": str(exc)}, {"Retry-After": "5"})
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse({"error": "internal error; the request was not completed"}, status_code=500)
+        return error_answer(request, 500, {"error": "internal error; the request was not completed"})
 
     app.include_router(health.router)
     app.include_router(search.router)
@@ -168,6 +187,8 @@ def create_app(settings: Settings | None = None, *, load_in_background: bool = T
     app.include_router(documents.router)
     app.include_router(pages.router)
     app.include_router(jobs.router)
+    app.include_router(openai_compat.router)
+    mcp_sessions = mount_mcp(app, build_mcp_server(app_service(app)))  # /mcp: streamable HTTP, outside the OpenAPI
 
     if (WEB_DIR / "index.html").exists():
         app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")

@@ -1,7 +1,8 @@
 """Pure ASGI middlewares that must act before a route reads the request body.
 
 Pure ASGI (no BaseHTTPMiddleware): they sit on the search hot path, and BaseHTTPMiddleware costs a task and a
-stream per request. Both answer with the API's JSON error shape `{"error": ...}`."""
+stream per request. Both answer with the API's JSON error shape `{"error": ...}`, and under /v1 (the
+OpenAI-compatible API) with OpenAI's `{"error": {"message", "type", "param", "code"}}`."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.deps import auth_enabled, bearer_token, key_error
+from app.api.openai_schemas import is_openai_path, openai_error_response
 from app.settings import Settings
 
 UPLOAD_PATH = "/api/v1/documents"
+MCP_PATH = "/mcp"
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -24,12 +27,19 @@ def route_path(scope: Scope) -> str:
     return path[len(root):] if root and path.startswith(root) else path
 
 
-def _json_error(exc: HTTPException) -> JSONResponse:
+def keyed_path(path: str) -> bool:
+    """The paths that take the API's keys: the REST API, the OpenAI-compatible API and the MCP endpoint."""
+    return path.startswith("/api/") or is_openai_path(path) or path == MCP_PATH or path.startswith(MCP_PATH + "/")
+
+
+def _json_error(exc: HTTPException, scope: Scope) -> JSONResponse:
+    if is_openai_path(route_path(scope)):
+        return openai_error_response(exc.status_code, str(exc.detail), headers=exc.headers)
     return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
 
 class KeyGuard:
-    """401/403 for an `/api/` request before anything reads its body.
+    """401/403 for an `/api/`, `/v1/` or `/mcp` request before anything reads its body.
 
     The key dependencies only run after FastAPI has parsed the body: a 900 MB upload without a key used to be
     read whole (45 s) before its 401. Here the same rules (deps.key_error) run on the headers alone. Writes to
@@ -43,11 +53,11 @@ class KeyGuard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] != "OPTIONS" and auth_enabled(self.settings):
             path = route_path(scope)
-            if path.startswith("/api/"):
+            if keyed_path(path):
                 token = bearer_token(Headers(scope=scope).get("authorization"))
                 write = scope["method"] in WRITE_METHODS and path.startswith(UPLOAD_PATH)
                 if error := key_error(token, self.settings, write=write):
-                    await _json_error(error)(scope, receive, send)
+                    await _json_error(error, scope)(scope, receive, send)
                     return
         await self.app(scope, receive, send)
 
@@ -87,7 +97,7 @@ class BodyLimit:
         limit, message = self._limit(scope)
         length = Headers(scope=scope).get("content-length", "")
         if length.isdigit() and int(length) > limit:
-            await _json_error(BodyTooLarge(message))(scope, receive, send)
+            await _json_error(BodyTooLarge(message), scope)(scope, receive, send)
             return
 
         received = 0
@@ -112,4 +122,4 @@ class BodyLimit:
         except BodyTooLarge as exc:  # raised where no handler answered it (outside a route)
             if started:
                 raise  # too late for a 413: the server aborts the connection
-            await _json_error(exc)(scope, receive, send)
+            await _json_error(exc, scope)(scope, receive, send)
