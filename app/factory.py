@@ -188,6 +188,8 @@ def create_app(settings: Settings | None = None, *, load_in_background: bool = T
     app.include_router(pages.router)
     app.include_router(jobs.router)
     app.include_router(openai_compat.router)
+    default_openapi = app.openapi
+    app.openapi = lambda: openai_compat.without_validation_422(default_openapi())  # type: ignore[method-assign]
     mcp_sessions = mount_mcp(app, build_mcp_server(app_service(app)))  # /mcp: streamable HTTP, outside the OpenAPI
 
     if (WEB_DIR / "index.html").exists():

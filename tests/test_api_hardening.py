@@ -100,13 +100,14 @@ EXPECTED_ERRORS = {
 
 
 def test_openapi_declares_the_bearer_scheme_on_api_routes(client):
+    """The REST API and the OpenAI-compatible API (/v1) take the keys; health and the page do not."""
     spec = client.get("/openapi.json").json()
     schemes = spec["components"]["securitySchemes"]
     assert [s["scheme"] for s in schemes.values() if s["type"] == "http"] == ["bearer"]
     name = next(iter(schemes))
     for path, ops in spec["paths"].items():
         for op in ops.values():
-            assert (op.get("security") == [{name: []}]) == path.startswith("/api/"), path
+            assert (op.get("security") == [{name: []}]) == path.startswith(("/api/", "/v1/")), path
 
 
 def test_openapi_documents_every_error_with_the_error_shape(client):

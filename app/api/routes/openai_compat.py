@@ -27,6 +27,7 @@ from app.api.openai_schemas import (
     ChatMessage,
     ModelCard,
     ModelList,
+    is_openai_path,
     openai_error_body,
     openai_error_responses,
 )
@@ -59,6 +60,16 @@ def conversation(messages: list[ChatMessage]) -> tuple[str, list[str]]:
                       param="messages", code="context_length_exceeded")
     history = [text[:MAX_TEXT] for m in messages[:-1] if m.role == "user" and (text := m.text())]
     return question, history[-MAX_HISTORY:]
+
+
+def without_validation_422(schema: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI without the 422 FastAPI lists on every operation that has parameters: under /v1 a body or
+    parameter that fails validation is OpenAI's 400, which the operations list."""
+    for path, item in schema.get("paths", {}).items():
+        if is_openai_path(path):
+            for operation in item.values():
+                operation.get("responses", {}).pop("422", None)
+    return schema
 
 
 def lecture_qa_extra(result: AskResult) -> dict[str, Any]:
