@@ -14,19 +14,23 @@ sampling, no elicitation, no notifications)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from mcp.server.mcpserver import Image, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.middleware import MCP_PATH
 from app.api.schemas import MAX_TEXT
 from app.previews import NoPreview, NotReady
+from app.qa.errors import BackendUnavailable
 from app.qa.reply import reply_markdown, source_label
+from ingest.errors import StorageUnavailable
 from ingest.units import location_label
 
 if TYPE_CHECKING:
@@ -51,6 +55,16 @@ DocumentIds = Annotated[list[Annotated[str, Field(min_length=1, max_length=64)]]
 History = Annotated[list[Annotated[str, Field(max_length=MAX_TEXT)]] | None,
                     Field(max_length=20, description="Earlier questions of this conversation, oldest first: a "
                           "follow-up ('and the GRU?') is retrieved with the previous question as context.")]
+
+
+@contextmanager
+def backend_errors() -> Iterator[None]:
+    """A backend that is down (h2oGPTe, PostgreSQL) is a tool error saying so, as the routes answer 503 with
+    the reason; anything else stays a crash (the SDK tells the client only that the tool failed)."""
+    try:
+        yield
+    except (BackendUnavailable, StorageUnavailable) as exc:
+        raise ToolError(f"the lecture library is unavailable: {exc}") from None
 
 
 def _text(text: str, structured: dict[str, Any]) -> CallToolResult:
@@ -87,8 +101,9 @@ def build_mcp_server(service: Callable[[], QAService], *,
         """Search the lecture material (hybrid dense + keyword retrieval). Each result is a passage with its
         document, its slide/page/section and a score; structured content has the full results."""
         svc = service()
-        known(svc, document_ids)
-        results = svc.search(not_blank(query, "query"), top_k, document_ids)
+        with backend_errors():
+            known(svc, document_ids)
+            results = svc.search(not_blank(query, "query"), top_k, document_ids)
         blocks = [f"[{i}] {source_label(s)} (document_id {s.document.id}, score {s.score:.3f})\n{s.text}"
                   for i, s in enumerate(results, 1)]
         return _text("\n\n".join(blocks) or "no passage found", {"results": [s.public() for s in results]})
@@ -100,14 +115,16 @@ def build_mcp_server(service: Callable[[], QAService], *,
         sources they name (document, slide/page/section). When the lectures do not cover the question it says so
         (structured content: grounded false) and lists the closest passages."""
         svc = service()
-        known(svc, document_ids)
-        result = svc.ask(not_blank(question, "question"), top_k, document_ids, history)
+        with backend_errors():
+            known(svc, document_ids)
+            result = svc.ask(not_blank(question, "question"), top_k, document_ids, history)
         return _text(reply_markdown(result), result.public())
 
     @server.tool(annotations=READ_ONLY, structured_output=False)
     def list_documents() -> CallToolResult:
         """The indexed lecture documents: id, type, pages/slides/sections, name."""
-        docs = service().documents()
+        with backend_errors():
+            docs = service().documents()
         lines = [f"{d.id}  {d.type}  {d.units} {d.unit_label}  {d.name}" for d in docs]
         return _text("\n".join(lines) or "no documents are indexed",
                      {"documents": [d.public() for d in docs], "count": len(docs)})
@@ -120,19 +137,38 @@ def build_mcp_server(service: Callable[[], QAService], *,
         """A slide or page of a PDF, PPTX or DOCX document as a PNG image (full: 1600 px on the long edge,
         thumb: 320 px). Markdown, HTML and text documents have no pages."""
         svc = service()
-        try:
-            image = svc.page_image(document_id, page, size)
-        except NoPreview as exc:
-            raise ToolError(str(exc)) from None
-        except NotReady as exc:
-            raise ToolError(f"{exc}; retry in {exc.retry_after} s") from None
-        doc = svc.document(document_id)
+        with backend_errors():
+            try:
+                image = svc.page_image(document_id, page, size)
+            except NoPreview as exc:
+                raise ToolError(str(exc)) from None
+            except NotReady as exc:
+                raise ToolError(f"{exc}; retry in {exc.retry_after} s") from None
+            doc = svc.document(document_id)
         unit = "slide" if doc is not None and doc.type == "pptx" else "page"
         caption = f"{doc.name if doc else document_id}, {location_label({unit: page})}"
         return CallToolResult(content=[Image(data=image.data, format="png").to_image_content(),
                                        TextContent(type="text", text=caption)])
 
     return server
+
+
+class NoStandaloneStream:
+    """GET /mcp answers 405, as the streamable HTTP transport allows a server that offers no stream of its own.
+    The SDK's stateless transport instead held every GET open and silent (measured: a plain GET, with or without
+    `Accept: text/event-stream`, never answered), a connection per client spent on messages this server never
+    sends."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
+            refusal = {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "Method Not Allowed: this "
+                       "server has no event stream of its own; send requests with POST"}}
+            await JSONResponse(refusal, status_code=405, headers={"Allow": "POST"})(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 def mount_mcp(app: FastAPI, server: MCPServer[Any]) -> StreamableHTTPSessionManager:
@@ -147,7 +183,8 @@ def mount_mcp(app: FastAPI, server: MCPServer[Any]) -> StreamableHTTPSessionMana
     server.streamable_http_app(stateless_http=True, json_response=True,
                                transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))
     manager = server.session_manager
-    app.router.routes.append(Route(MCP_PATH, endpoint=StreamableHTTPASGIApp(manager), include_in_schema=False))
+    app.router.routes.append(Route(MCP_PATH, endpoint=NoStandaloneStream(StreamableHTTPASGIApp(manager)),
+                                   include_in_schema=False))
     return manager
 
 

@@ -152,6 +152,15 @@ def test_invalid_requests_get_openais_400_and_404(client):
     assert err.value.code == "document_not_found"
 
 
+def test_body_limit_and_unknown_paths_answer_in_openais_shape(server):
+    auth = {"Authorization": f"Bearer {STUDENT}"}
+    huge = {"model": "lecture-qa", "messages": [{"role": "user", "content": "x" * (2**20)}]}
+    r = httpx.post(f"{server.url}/v1/chat/completions", json=huge, headers=auth, timeout=60)
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+    r = httpx.post(f"{server.url}/v1/completions", json={}, headers=auth, timeout=60)  # the legacy API: not here
+    assert r.status_code == 404 and set(r.json()["error"]) == {"message", "type", "param", "code"}
+
+
 # -- MCP --
 def _text(result) -> str:
     return "\n".join(c.text for c in result.content if c.type == "text")
@@ -203,6 +212,16 @@ def test_mcp_http_needs_the_key(server):
         r = httpx.post(f"{server.url}/mcp", json=body, headers={"Accept": "application/json, text/event-stream",
                                                                   **headers})
         assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer" and "error" in r.json()
+
+
+def test_mcp_http_has_no_standalone_stream(server):
+    """GET /mcp answers 405 at once (the transport's way to say there is no server stream), not an open, silent
+    connection; a key is still needed first."""
+    auth = {"Authorization": f"Bearer {STUDENT}"}
+    for accept in ("text/event-stream", "*/*"):
+        r = httpx.get(f"{server.url}/mcp", headers={"Accept": accept, **auth}, timeout=10)
+        assert r.status_code == 405 and r.headers["allow"] == "POST" and r.json()["error"]["code"] == -32600
+    assert httpx.get(f"{server.url}/mcp", timeout=10).status_code == 401
 
 
 def test_mcp_over_stdio(server):
