@@ -105,7 +105,7 @@ def create_app(settings: Settings | None = None, *, load_in_background: bool = T
             threading.Thread(target=_load, args=(app, settings), name="lecture-qa-load", daemon=True).start()
         else:
             _load(app, settings)
-        async with mcp_sessions.run():  # the MCP endpoint's task group (app.mcp_server), for the app's life
+        async with mcp_endpoint.running():  # the MCP endpoint's task group (app.mcp_server), for the app's life
             yield
         if app.state.service is not None:
             app.state.service.close()
@@ -190,7 +190,7 @@ def create_app(settings: Settings | None = None, *, load_in_background: bool = T
     app.include_router(openai_compat.router)
     default_openapi = app.openapi
     app.openapi = lambda: openai_compat.without_validation_422(default_openapi())  # type: ignore[method-assign]
-    mcp_sessions = mount_mcp(app, build_mcp_server(app_service(app)))  # /mcp: streamable HTTP, outside the OpenAPI
+    mcp_endpoint = mount_mcp(app, build_mcp_server(app_service(app)))  # /mcp: streamable HTTP, outside the OpenAPI
 
     if (WEB_DIR / "index.html").exists():
         app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")

@@ -23,7 +23,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from app.api.middleware import MCP_PATH
 from app.api.schemas import MAX_TEXT
@@ -153,14 +153,36 @@ def build_mcp_server(service: Callable[[], QAService], *,
     return server
 
 
-class NoStandaloneStream:
-    """GET /mcp answers 405, as the streamable HTTP transport allows a server that offers no stream of its own.
-    The SDK's stateless transport instead held every GET open and silent (measured: a plain GET, with or without
-    `Accept: text/event-stream`, never answered), a connection per client spent on messages this server never
-    sends."""
+class MCPEndpoint:
+    """/mcp on the API's app: an ASGI endpoint over the SDK's streamable HTTP session manager, which needs a task
+    group for its life (`running()`, entered in the app's lifespan; a manager runs once, so each run makes its
+    own and a second lifespan of the same app still works).
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    GET /mcp answers 405 here, as the streamable HTTP transport allows a server that offers no stream of its
+    own. The SDK's stateless transport instead held every GET open and silent (measured: a plain GET, with or
+    without `Accept: text/event-stream`, never answered), a connection per client spent on messages this server
+    never sends. The SDK's DNS-rebinding check (a Host allow-list it turns on for 127.0.0.1) is off: /mcp follows
+    the API's rules (keys, LECTURE_QA_CORS_ORIGINS), and the service is also served on other hosts behind a load
+    balancer, whose Host names the SDK cannot know."""
+
+    def __init__(self, server: MCPServer[Any]) -> None:
+        self.server = server
+        self.manager: StreamableHTTPSessionManager | None = None
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        from mcp.server.transport_security import TransportSecuritySettings
+
+        self.server.streamable_http_app(  # makes the session manager; its Starlette app is not used
+            stateless_http=True, json_response=True,
+            transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))
+        manager = self.server.session_manager
+        async with manager.run():
+            self.manager = manager
+            try:
+                yield
+            finally:
+                self.manager = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
@@ -168,24 +190,19 @@ class NoStandaloneStream:
                        "server has no event stream of its own; send requests with POST"}}
             await JSONResponse(refusal, status_code=405, headers={"Allow": "POST"})(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        if self.manager is None:  # outside the app's lifespan
+            await JSONResponse({"error": "the MCP endpoint is not running"}, status_code=503)(scope, receive, send)
+            return
+        await self.manager.handle_request(scope, receive, send)
 
 
-def mount_mcp(app: FastAPI, server: MCPServer[Any]) -> StreamableHTTPSessionManager:
-    """Serve `server` at /mcp on the app; the caller runs the returned session manager (`async with
-    manager.run()`) in the app's lifespan. The SDK's DNS-rebinding check (a Host allow-list it turns on for
-    127.0.0.1) is off: /mcp follows the API's rules (keys, LECTURE_QA_CORS_ORIGINS), and the service is also
-    served on other hosts behind a load balancer, whose Host names the SDK cannot know."""
-    from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
-    from mcp.server.transport_security import TransportSecuritySettings
+def mount_mcp(app: FastAPI, server: MCPServer[Any]) -> MCPEndpoint:
+    """Serve `server` at /mcp (outside the OpenAPI); the caller enters `endpoint.running()` in its lifespan."""
     from starlette.routing import Route
 
-    server.streamable_http_app(stateless_http=True, json_response=True,
-                               transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))
-    manager = server.session_manager
-    app.router.routes.append(Route(MCP_PATH, endpoint=NoStandaloneStream(StreamableHTTPASGIApp(manager)),
-                                   include_in_schema=False))
-    return manager
+    endpoint = MCPEndpoint(server)
+    app.router.routes.append(Route(MCP_PATH, endpoint=endpoint, include_in_schema=False))
+    return endpoint
 
 
 def app_service(app: FastAPI) -> Callable[[], QAService]:
