@@ -124,6 +124,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from ingest.pg_jobs import JobQueue, Outage, run_worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)  # a line per failed try; outages are logged once
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
