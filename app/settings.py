@@ -43,8 +43,11 @@ class Settings(BaseSettings):
     db_write_timeout: float = Field(120.0, gt=0, description="Seconds one statement of an ingest's or a delete's "
                                     "write transaction (and its commit) may take; their first statement keeps "
                                     "the request limits, so a hung database still shows in seconds.")
-    worker_retry_max: float = Field(30.0, gt=0, description="Longest pause between a `lecture-qa worker`'s "
-                                    "tries to reach a database that is down (the pauses double from 0.5 s).")
+    worker_retry_max: float = Field(10.0, gt=0, description="Longest pause between a `lecture-qa worker`'s "
+                                    "tries to reach a database that is down (the pauses double from 0.5 s): a "
+                                    "worker takes the queue up at most this long after the database is back. "
+                                    "With 30 s, a job queued once PostgreSQL was back after 20 s down waited "
+                                    "8.6 s (bench/pg_outages.py); a try costs the server one connection attempt.")
     llm: Literal["extractive", "openai", "h2ogpte"] = Field(
         "extractive", description="Answer generator: extractive (offline), openai (any OpenAI-compatible endpoint) "
         "or h2ogpte (h2oGPTe's LLMs over our retrieval).")

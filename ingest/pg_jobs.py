@@ -181,7 +181,7 @@ class Outage:
     RETRY_FIRST up to `retry_max`, times a random 0.75-1), and one log line when an outage starts and one when
     it ends."""
 
-    def __init__(self, retry_max: float = 30.0, first: float = RETRY_FIRST) -> None:
+    def __init__(self, retry_max: float = 10.0, first: float = RETRY_FIRST) -> None:
         self.retry_max = retry_max
         self.first = first
         self.since: float | None = None
@@ -214,7 +214,7 @@ class Outage:
 
 def run_worker(queue: JobQueue, ingest: Callable[..., Report], *, stop: threading.Event | None = None,
                poll: float = 1.0, once: bool = False, on_job: Callable[[str, Report], None] | None = None,
-               retry_max: float = 30.0) -> int:
+               retry_max: float = 10.0) -> int:
     """Take jobs until `stop` is set (or, with `once`, until none is left); the number of jobs done.
     `ingest(files, progress=...)` is the store's ingest. Outages of the database are waited out (Outage)."""
     stop = stop or threading.Event()

@@ -31,6 +31,7 @@ import contextlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,12 @@ WRITE_LOCK = 0x6C71_0001  # advisory lock keys ("lq" + n)
 MIGRATE_LOCK = 0x6C71_0002
 NEIGHBOUR_COSINE = 0.75  # stored passages this close to a new chunk are checked as near-duplicates
 NEIGHBOURS = 8
+FAILING_CHECKOUT = 2.0  # seconds a request waits for a pooled connection while the database is failing
+RECONNECT_WINDOW = 10.0
+"""Seconds psycopg_pool keeps retrying to replace a lost connection (its pauses double from 1 s) before it gives
+up; the next request then starts a fresh try at once. With the pool's default window (300 s) its pause after
+a 20 s outage had reached 16 s, so a worker waited that long to see a database that was back (bench/pg_outages.py:
+a job queued once PostgreSQL was back took 16.9 s, 1.3 s normally)."""
 log = logging.getLogger(__name__)
 
 
@@ -219,9 +226,11 @@ class PgLibrary:
         # took 0.5-0.8 s instead of 60 ms with the generic plans of the id-list and postings queries.
         self.pool = ConnectionPool(url, min_size=min_connections, max_size=max_connections, open=True,
                                    configure=configure, name="lecture-qa", timeout=timeouts.checkout,
+                                   reconnect_timeout=RECONNECT_WINDOW,
                                    connection_class=connection_class(),
                                    kwargs={"prepare_threshold": None, **timeouts.connect_kwargs()})
         self._checking = threading.Lock()
+        self._failing_since: float | None = None  # the first failure of an outage; None once a block succeeds
 
     def close(self) -> None:
         self.pool.close()
@@ -236,12 +245,19 @@ class PgLibrary:
 
         from ingest.errors import StorageUnavailable
 
+        # while the database is failing, a request waits a second at most for a connection: requests queued
+        # behind the ones that hold the pool's connections would otherwise wait a whole checkout limit each after
+        # them (50 concurrent searches on a frozen server, bench/pg_outages.py)
+        wait = self.timeouts.checkout if self._failing_since is None else min(self.timeouts.checkout, FAILING_CHECKOUT)
         try:
-            with self.pool.connection() as conn:
+            with self.pool.connection(timeout=wait) as conn:
                 yield conn
         except (psycopg.OperationalError, PoolTimeout) as exc:
+            if self._failing_since is None:
+                self._failing_since = time.monotonic()
             self._check_soon()
             raise StorageUnavailable(f"the library's database cannot be reached: {exc}".strip()) from exc
+        self._failing_since = None
 
     def _check_soon(self) -> None:
         """Test the idle pooled connections in the background and drop the broken ones (a restarted server
