@@ -31,7 +31,6 @@ import contextlib
 import json
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,7 +229,7 @@ class PgLibrary:
                                    connection_class=connection_class(),
                                    kwargs={"prepare_threshold": None, **timeouts.connect_kwargs()})
         self._checking = threading.Lock()
-        self._failing_since: float | None = None  # the first failure of an outage; None once a block succeeds
+        self._failing = False  # the last block on a connection failed with the database
 
     def close(self) -> None:
         self.pool.close()
@@ -245,19 +244,18 @@ class PgLibrary:
 
         from ingest.errors import StorageUnavailable
 
-        # while the database is failing, a request waits a second at most for a connection: requests queued
-        # behind the ones that hold the pool's connections would otherwise wait a whole checkout limit each after
-        # them (50 concurrent searches on a frozen server, bench/pg_outages.py)
-        wait = self.timeouts.checkout if self._failing_since is None else min(self.timeouts.checkout, FAILING_CHECKOUT)
+        # while the database is failing, a request waits FAILING_CHECKOUT at most for a connection: requests queued
+        # behind those that hold the pool's connections would otherwise wait a whole checkout limit after them
+        # (50 concurrent searches on a frozen server, bench/pg_outages.py)
+        wait = min(self.timeouts.checkout, FAILING_CHECKOUT) if self._failing else self.timeouts.checkout
         try:
             with self.pool.connection(timeout=wait) as conn:
                 yield conn
         except (psycopg.OperationalError, PoolTimeout) as exc:
-            if self._failing_since is None:
-                self._failing_since = time.monotonic()
+            self._failing = True
             self._check_soon()
             raise StorageUnavailable(f"the library's database cannot be reached: {exc}".strip()) from exc
-        self._failing_since = None
+        self._failing = False
 
     def _check_soon(self) -> None:
         """Test the idle pooled connections in the background and drop the broken ones (a restarted server

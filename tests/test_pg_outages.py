@@ -172,3 +172,38 @@ def test_a_frozen_database_answers_every_search_503_with_retry_after_and_recover
         assert recovered and {s for s, _, _ in after} == {200}, after
     finally:
         api.stop()
+
+
+def test_reads_have_the_statement_limit_writes_the_write_limit_and_a_lock_wait_its_own(pg_url, tmp_path, embedder):
+    """The server's statement limit ends a slow read (StorageUnavailable: a 503); a write transaction's statements
+    get the write limit; waiting for another writer's lock is bounded by the writer's own timeout."""
+    import threading
+
+    import psycopg
+
+    from ingest.errors import LibraryLocked
+    from ingest.pg_conn import DbTimeouts
+    from ingest.pg_library import WRITE_LOCK, PgLibrary
+
+    lib = PgLibrary(pg_url, dim=embedder.dim, data_dir=tmp_path / "scratch",
+                    timeouts=DbTimeouts(statement=1.0, lock=1.0, write=10.0))
+    try:
+        with pytest.raises(StorageUnavailable, match="statement timeout"), lib.connection() as conn:
+            conn.execute("SELECT pg_sleep(3)")
+        with lib.writer() as w:  # 3 s: over the read limit, within the write limit
+            w.conn.execute("SELECT pg_sleep(3)")
+        with lib.connection() as conn:  # and the read limit is back on that connection afterwards
+            assert conn.execute("SHOW statement_timeout").fetchone()[0] == "1s"
+            assert conn.answer_within == 2.0  # the client-side limit: statement + 1 s
+        holder = psycopg.connect(pg_url)
+        holder.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))  # another writer, mid-commit
+        with pytest.raises(LibraryLocked), lib.writer(timeout=1.5):
+            pass
+        threading.Timer(2.0, holder.rollback).start()  # it commits after 2 s: a writer that waits 6 s gets in
+        waited: list[bool] = []
+        with lib.writer(timeout=6.0, on_wait=lambda: waited.append(True)):
+            pass
+        assert waited == [True]
+        holder.close()
+    finally:
+        lib.close()
