@@ -15,6 +15,7 @@ from app.settings import Settings
 from ingest import token_vectors
 from ingest.embedding import Embedder, make_embedder
 from ingest.library import Library
+from ingest.pg_conn import DbTimeouts
 from ingest.pg_library import PgLibrary
 from ingest.pipeline import Pipeline
 
@@ -47,6 +48,12 @@ def build_local_store(settings: Settings, embedder: Embedder) -> LocalStore:
     return LocalStore(library, embedder, build_pipeline(settings, library, embedder), Retriever(library, embedder))
 
 
+def db_timeouts(settings: Settings) -> DbTimeouts:
+    return DbTimeouts(connect=settings.db_connect_timeout, checkout=settings.db_pool_timeout,
+                      statement=settings.db_statement_timeout, lock=settings.db_lock_timeout,
+                      write=settings.db_write_timeout)
+
+
 def build_postgres_store(settings: Settings, embedder: Embedder) -> PostgresStore:
     """psycopg and pgvector load here, only when chosen. The schema is migrated when the library opens."""
     from app.qa.stores.postgres import PostgresStore
@@ -54,8 +61,12 @@ def build_postgres_store(settings: Settings, embedder: Embedder) -> PostgresStor
     if not settings.database_url:
         raise RuntimeError("LECTURE_QA_STORE=postgres needs LECTURE_QA_DATABASE_URL (postgresql://...)")
     library = PgLibrary(settings.database_url, dim=embedder.dim, data_dir=settings.data_dir,
-                        token_codec=settings.pg_token_codec)
-    library.ensure_embedder(embedder.name)
+                        token_codec=settings.pg_token_codec, timeouts=db_timeouts(settings))
+    try:
+        library.ensure_embedder(embedder.name)
+    except Exception:
+        library.close()
+        raise
     return PostgresStore(library, embedder, build_pipeline(settings, library, embedder), keyword=settings.pg_keyword)
 
 

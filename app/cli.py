@@ -80,6 +80,7 @@ def _enqueue(args: argparse.Namespace, files: list[Any], missing: list[FileResul
             print("--queue needs a store with a job queue (LECTURE_QA_STORE=postgres)", file=sys.stderr)
             return 2
         job = service.enqueue(files)
+        job.pop("owner", None)
         print(f"queued job {job['id']}: {len(files)} files for the ingest workers ({service.where})",
               file=sys.stderr)
         if args.json and not args.wait:
@@ -90,7 +91,8 @@ def _enqueue(args: argparse.Namespace, files: list[Any], missing: list[FileResul
             return 0
         while job["state"] in ("queued", "running"):
             time.sleep(1.0)
-            job = service.job(int(job["id"])) or job
+            job = service.job(job["id"]) or job
+        job.pop("owner", None)
         if job["state"] == "failed" or job["report"] is None:
             print(f"job {job['id']} failed: {job['error']}", file=sys.stderr)
             return 2
@@ -111,29 +113,50 @@ def _enqueue(args: argparse.Namespace, files: list[Any], missing: list[FileResul
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Take queued ingest jobs until stopped (SIGTERM/SIGINT finish the current job first), or with --once until
-    the queue is empty."""
+    the queue is empty. A database that is down (at start too) or restarts is waited out: the worker logs once,
+    retries with growing pauses (up to LECTURE_QA_WORKER_RETRY_MAX) and takes the queue up again."""
     import logging
     import signal
     import threading
 
-    from ingest.pg_jobs import JobQueue, run_worker
+    from app.backends import build_embedder, build_service
+    from ingest.errors import StorageUnavailable
+    from ingest.pg_jobs import JobQueue, Outage, run_worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)  # a line per failed try; outages are logged once
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    with _service(args) as service:
+    settings = _settings(args)
+    embedder = build_embedder(settings)
+    starting = Outage(settings.worker_retry_max)
+    while True:
+        service = None
+        try:
+            service = build_service(settings, embedder)
+            service.warm_up()
+            break
+        except StorageUnavailable as exc:
+            if service is not None:
+                service.close()
+            if stop.wait(starting.failed(exc)):
+                print("worker stopped before the database could be reached", file=sys.stderr)
+                return 0
+    starting.ok()
+    with service:
         if not isinstance(service.jobs, JobQueue):
             print("the worker needs a store with a job queue (LECTURE_QA_STORE=postgres)", file=sys.stderr)
             return 2
         print(f"worker ready: {service.where}", file=sys.stderr)
 
-        def done(job_id: int, report: Report) -> None:
+        def done(job_id: str, report: Report) -> None:
             state = (f"failed: {report.error}" if report.error
                      else f"{report.documents} documents, {report.chunks} chunks")
             print(f"job {job_id}: {state} in {report.seconds:.1f} s", file=sys.stderr, flush=True)
 
-        n = run_worker(service.jobs, service.ingest, stop=stop, poll=args.poll, once=args.once, on_job=done)
+        n = run_worker(service.jobs, service.ingest, stop=stop, poll=args.poll, once=args.once, on_job=done,
+                       retry_max=settings.worker_retry_max)
     print(f"worker stopped after {n} jobs", file=sys.stderr)
     return 0
 

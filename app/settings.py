@@ -30,6 +30,24 @@ class Settings(BaseSettings):
         "it is created; an existing database keeps its own. Measured in docs/token-compression.md.")
     job_lease: float = Field(60.0, gt=0, description="Seconds a worker holds an ingest job without a heartbeat "
                              "before another worker may retry it (store=postgres).")
+    db_connect_timeout: float = Field(3.0, gt=0, description="Seconds to open a connection to PostgreSQL (the "
+                                      "server accepting it but not answering counts too; libpq reads whole "
+                                      "seconds, at least 2).")
+    db_pool_timeout: float = Field(4.0, gt=0, description="Seconds a request waits for a pooled database "
+                                   "connection before it answers 503.")
+    db_statement_timeout: float = Field(4.0, gt=0, description="Seconds one database statement of a request may "
+                                        "take (the server's statement_timeout); the client waits one second more "
+                                        "for an answer, then closes the connection and answers 503.")
+    db_lock_timeout: float = Field(2.0, gt=0, description="Seconds a statement waits for a row or table lock "
+                                   "(the server's lock_timeout).")
+    db_write_timeout: float = Field(120.0, gt=0, description="Seconds one statement of an ingest's or a delete's "
+                                    "write transaction (and its commit) may take; their first statement keeps "
+                                    "the request limits, so a hung database still shows in seconds.")
+    worker_retry_max: float = Field(10.0, gt=0, description="Longest pause between a `lecture-qa worker`'s "
+                                    "tries to reach a database that is down (the pauses double from 0.5 s): a "
+                                    "worker takes the queue up at most this long after the database is back. "
+                                    "With 30 s, a job queued once PostgreSQL was back after 20 s down waited "
+                                    "8.6 s (bench/pg_outages.py); a try costs the server one connection attempt.")
     llm: Literal["extractive", "openai", "h2ogpte"] = Field(
         "extractive", description="Answer generator: extractive (offline), openai (any OpenAI-compatible endpoint) "
         "or h2ogpte (h2oGPTe's LLMs over our retrieval).")

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,8 @@ import numpy as np
 
 from ingest.dedupe import group_duplicates
 from ingest.library import DOC_COLUMNS, ChunkRow, DocumentRecord, Writer, named_documents, now_iso
+from ingest.pg_conn import DbTimeouts, answering_within, connection_class
+from ingest.pg_conn import ms as _ms
 from ingest.textnorm import keyword_tokens
 from ingest.token_codes import codec_named
 
@@ -46,6 +49,12 @@ WRITE_LOCK = 0x6C71_0001  # advisory lock keys ("lq" + n)
 MIGRATE_LOCK = 0x6C71_0002
 NEIGHBOUR_COSINE = 0.75  # stored passages this close to a new chunk are checked as near-duplicates
 NEIGHBOURS = 8
+FAILING_CHECKOUT = 2.0  # seconds a request waits for a pooled connection while the database is failing
+RECONNECT_WINDOW = 10.0
+"""Seconds psycopg_pool keeps retrying to replace a lost connection (its pauses double from 1 s) before it gives
+up; the next request then starts a fresh try at once. With the pool's default window (300 s) its pause after
+a 20 s outage had reached 16 s, so a worker waited that long to see a database that was back (bench/pg_outages.py:
+a job queued once PostgreSQL was back took 16.9 s, 1.3 s normally)."""
 log = logging.getLogger(__name__)
 
 
@@ -56,7 +65,10 @@ def _migrations(dim: int, token_codec: str = "int4") -> list[tuple[int, str]]:
     keyword length in an index that answers a term's postings (or one term-passage pair) without the table.
     Measured on a 100,000-chunk synthetic library (bench/scale.py): the keyword half took 914 of a search's 944 ms
     with version 2's counting and joining. The word-piece codec is recorded (a database keeps the one it was
-    created with; one from before version 3 holds int8)."""
+    created with; one from before version 3 holds int8).
+
+    4: a job has a random public id (the API's; the serial stays internal, it was guessable) and the owner: a
+    fingerprint of the key that queued it (ingest.pg_jobs). Jobs from before get random ids and no owner."""
     return [
         (1, f"""
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -119,10 +131,16 @@ INSERT INTO meta(key, value)
     VALUES ('token_codec', CASE WHEN EXISTS (SELECT 1 FROM chunks) THEN 'int8' ELSE '{token_codec}' END)
     ON CONFLICT (key) DO NOTHING;
 """),
+        (4, """
+ALTER TABLE jobs ADD COLUMN public_id TEXT, ADD COLUMN owner TEXT;
+UPDATE jobs SET public_id = replace(gen_random_uuid()::text, '-', '');
+ALTER TABLE jobs ALTER COLUMN public_id SET NOT NULL;
+CREATE UNIQUE INDEX jobs_public_id ON jobs(public_id);
+"""),
     ]
 
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def migrate(conn: Any, dim: int, token_codec: str = "int4") -> int:
@@ -175,25 +193,43 @@ class PgLibrary:
     `data_dir` is local scratch only (the pipeline stages originals there); nothing in it is shared."""
 
     def __init__(self, url: str, *, dim: int = 384, data_dir: str | Path = "./data", min_connections: int = 1,
-                 max_connections: int = 8, token_codec: str = "int4") -> None:
+                 max_connections: int = 8, token_codec: str = "int4", timeouts: DbTimeouts | None = None) -> None:
         import psycopg
         from pgvector.psycopg import register_vector
         from psycopg_pool import ConnectionPool
 
+        from ingest.errors import StorageUnavailable
+
         self.url = url
         self.dim = dim
+        self.timeouts = timeouts = timeouts or DbTimeouts()
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        with psycopg.connect(url, autocommit=True) as conn:
-            self.schema_version = migrate(conn, dim, token_codec)
-            row = conn.execute("SELECT value FROM meta WHERE key='token_codec'").fetchone()
+        try:  # migrations may take long on a big library: no statement limit here, only the connect one
+            with psycopg.connect(url, autocommit=True, **timeouts.connect_kwargs()) as conn:
+                self.schema_version = migrate(conn, dim, token_codec)
+                row = conn.execute("SELECT value FROM meta WHERE key='token_codec'").fetchone()
+        except psycopg.OperationalError as exc:
+            raise StorageUnavailable(f"the library's database cannot be reached: {exc}".strip()) from exc
         self.codec = codec_named(row[0] if row else "int8", dim)  # the database's own, not the setting
+        session_sql, session_args = timeouts.session_sql()
+
+        def configure(conn: Any) -> None:
+            conn.answer_within = timeouts.answer
+            register_vector(conn)
+            conn.execute(session_sql, session_args)
+            conn.commit()
+
         # prepare_threshold=None: no server-side prepared statements. psycopg prepares a query after 5 runs,
         # and PostgreSQL then may plan it once for any parameters: on a 100,000-chunk library some searches
         # took 0.5-0.8 s instead of 60 ms with the generic plans of the id-list and postings queries.
         self.pool = ConnectionPool(url, min_size=min_connections, max_size=max_connections, open=True,
-                                   configure=register_vector, name="lecture-qa", timeout=10.0,
-                                   kwargs={"prepare_threshold": None})
+                                   configure=configure, name="lecture-qa", timeout=timeouts.checkout,
+                                   reconnect_timeout=RECONNECT_WINDOW,
+                                   connection_class=connection_class(),
+                                   kwargs={"prepare_threshold": None, **timeouts.connect_kwargs()})
+        self._checking = threading.Lock()
+        self._failing = False  # the last block on a connection failed with the database
 
     def close(self) -> None:
         self.pool.close()
@@ -201,18 +237,42 @@ class PgLibrary:
     @contextlib.contextmanager
     def connection(self) -> Iterator[Any]:
         """A pooled connection; its transaction commits when the block ends without an exception. A database
-        that cannot be reached (down, restarted, no connection for 10 s) raises StorageUnavailable."""
+        that cannot be reached, or does not answer in time (ingest.pg_conn: connect, checkout, statement and
+        answer limits), raises StorageUnavailable."""
         import psycopg
         from psycopg_pool import PoolTimeout
 
         from ingest.errors import StorageUnavailable
 
+        # while the database is failing, a request waits FAILING_CHECKOUT at most for a connection: requests queued
+        # behind those that hold the pool's connections would otherwise wait a whole checkout limit after them
+        # (50 concurrent searches on a frozen server, bench/pg_outages.py)
+        wait = min(self.timeouts.checkout, FAILING_CHECKOUT) if self._failing else self.timeouts.checkout
         try:
-            with self.pool.connection() as conn:
+            with self.pool.connection(timeout=wait) as conn:
                 yield conn
         except (psycopg.OperationalError, PoolTimeout) as exc:
-            self.pool.check()  # drop the broken connections, so the next call gets a fresh one
+            self._failing = True
+            self._check_soon()
             raise StorageUnavailable(f"the library's database cannot be reached: {exc}".strip()) from exc
+        self._failing = False
+
+    def _check_soon(self) -> None:
+        """Test the idle pooled connections in the background and drop the broken ones (a restarted server
+        closed them all), so the next requests get fresh ones. Never in the request: on a hung server each test
+        waits its answer limit. One check at a time."""
+        if not self._checking.acquire(blocking=False):
+            return
+
+        def check() -> None:
+            try:
+                self.pool.check()
+            except Exception:  # the pool is closing, or the server is gone: the next check will do
+                log.debug("checking the pooled connections failed", exc_info=True)
+            finally:
+                self._checking.release()
+
+        threading.Thread(target=check, name="lecture-qa-pool-check", daemon=True).start()
 
     # ---- reading -------------------------------------------------------------------------------------------
     def meta(self) -> dict[str, str]:
@@ -280,22 +340,36 @@ class PgLibrary:
     # ---- writing ---------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def writer(self, timeout: float = 600.0, on_wait: Callable[[], None] | None = None) -> Iterator[PgWriter]:
-        """One transaction holding the write lock; groups, passages and terms follow the rows at commit."""
+        """One transaction holding the write lock; groups, passages and terms follow the rows at commit.
+
+        Limits: the first try for the lock runs within the read limits (a hung server shows there, in seconds);
+        a wait for another writer's lock up to `timeout`; then the write's statements and its commit within
+        the write limit (DbTimeouts.write): a large document's statements may take longer than a search's."""
+        import psycopg
+
         from ingest.errors import LibraryLocked
 
+        limits = self.timeouts
         with self.connection() as conn:
             w = PgWriter(conn)
+            read_limit = conn.answer_within
             try:
                 with conn.transaction():
                     got = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (WRITE_LOCK,)).fetchone()[0]
                     if not got:
                         if on_wait is not None:
                             on_wait()
-                        conn.execute(f"SET LOCAL lock_timeout = '{int(timeout * 1000)}ms'")
+                        conn.execute("SELECT set_config('lock_timeout', %s, true), "
+                                     "set_config('statement_timeout', %s, true)",
+                                     (_ms(timeout), _ms(timeout + limits.grace)))
                         try:
-                            conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
-                        except Exception as exc:
+                            with answering_within(conn, timeout + 2 * limits.grace):
+                                conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+                        except psycopg.errors.LockNotAvailable as exc:
                             raise LibraryLocked("another ingest holds the library lock; try again later") from exc
+                    conn.execute("SELECT set_config('statement_timeout', %s, true), "
+                                 "set_config('lock_timeout', %s, true)", (_ms(limits.write), _ms(limits.write)))
+                    conn.answer_within = limits.write + limits.grace  # until the commit has its answer
                     yield w
                     if w.changed:
                         regroup(conn, w.added, w.touched_heads)
@@ -312,6 +386,8 @@ class PgLibrary:
                         raise _Rollback
             except _Rollback:
                 pass
+            finally:
+                conn.answer_within = read_limit
             if w.changed:  # committed; still on this connection (the hooks may read), outside the transaction
                 w.after_commit()
                 conn.commit()

@@ -27,7 +27,7 @@ from ingest import token_vectors
 from ingest.chunking import Chunker
 from ingest.dedupe import NearDuplicates, link_near_duplicates, numbers_agree, word_bags
 from ingest.embedding import Embedder
-from ingest.errors import FileTooLarge, IngestError
+from ingest.errors import FileTooLarge, IngestError, StorageUnavailable
 from ingest.library import ChunkRow, DocumentRecord, Library, Writer, now_iso
 from ingest.loaders import SUPPORTED_SUFFIXES, kind_for_name
 from ingest.names import display_name
@@ -81,6 +81,7 @@ class Report:
     seconds: float = 0.0
     generation: int = 0
     error: str | None = None
+    storage_unavailable: bool = False  # the error: the library's database could not be reached (not the files')
 
     @property
     def chunks_per_second(self) -> float:
@@ -263,6 +264,7 @@ class Pipeline:
             report.generation = snap.generation
         except Exception as exc:
             report.error = f"the index could not be written: {exc}"
+            report.storage_unavailable = isinstance(exc, StorageUnavailable)
             for n in plans:
                 n.result.status = "skipped"
                 n.result.reason = report.error

@@ -54,7 +54,7 @@ def _worker(url: str, tmp_path: Path, *extra: str, code: str | None = None) -> s
                             stderr=subprocess.STDOUT)
 
 
-def _wait_job(api: str, job_id: int, timeout: float = 180) -> dict:
+def _wait_job(api: str, job_id: str, timeout: float = 180) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = httpx.get(f"{api}/api/v1/jobs/{job_id}", timeout=10).json()
@@ -155,7 +155,7 @@ def test_two_api_processes_share_one_database_with_a_worker(pg_url, tmp_path):
         assert after and all(h["document"]["id"] != by_name[DECK.name] for h in after)
         listed = httpx.get(f"{first.url}/api/v1/documents", timeout=30).json()["documents"]
         assert [d["id"] for d in listed] == [by_name[NOTES.name]]
-        assert httpx.get(f"{first.url}/api/v1/jobs/99999999", timeout=10).status_code == 404
+        assert httpx.get(f"{first.url}/api/v1/jobs/{'A' * 22}", timeout=10).status_code == 404
     finally:
         worker.terminate()
         worker.wait(30)

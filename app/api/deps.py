@@ -6,6 +6,7 @@ button) and keep the routes safe when they are called without the middleware (te
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Sequence
 from typing import Annotated
@@ -93,6 +94,28 @@ def can_write(token: str | None, settings: Settings) -> bool:
 def require_admin(request: Request, settings: SettingsDep, _: BearerDep) -> None:
     if error := key_error(bearer_token(request.headers.get("authorization")), settings, write=True):
         raise error
+
+
+def key_fingerprint(token: str) -> str:
+    """What a job keeps of the key that queued it: a SHA-256 of the key, never the key."""
+    return hashlib.sha256(b"lecture-qa job owner\0" + token.encode()).hexdigest()
+
+
+def job_owner(token: str | None, settings: Settings) -> str | None:
+    """The owner to record on a new job: the key's fingerprint when the service has keys, else None."""
+    return key_fingerprint(token) if token is not None and auth_enabled(settings) else None
+
+
+def may_read_job(owner: str | None, token: str | None, settings: Settings) -> bool:
+    """A job belongs to the key that queued it, and admin keys read every job. Without keys (an open service)
+    everyone reads every job, as before. A job queued from the command line (no key) is an admin's."""
+    if not auth_enabled(settings):
+        return True
+    if token is None:
+        return False
+    if _matches(token, settings.admin_key_set):
+        return True
+    return owner is not None and hmac.compare_digest(owner, key_fingerprint(token))
 
 
 KeyDep = Annotated[str | None, Depends(require_key)]

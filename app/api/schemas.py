@@ -104,10 +104,14 @@ class UploadResponse(BaseModel):
     generation: int
 
 
+JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{16,64}$"
+
+
 class JobPublic(BaseModel):
     """A queued ingestion (store=postgres): an upload answers 202 with this; GET /api/v1/jobs/{id} follows it."""
 
-    id: int
+    id: str = Field(pattern=JOB_ID_PATTERN, description="Random and URL-safe; only the key that queued the job "
+                    "and admin keys may read it.")
     state: Literal["queued", "running", "done", "failed"]
     attempts: int = Field(description="Times a worker took it (a worker that died leaves it to the next one).")
     max_attempts: int

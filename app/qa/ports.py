@@ -72,12 +72,14 @@ class Store(DocumentStore, Retrieval, Protocol):
 class Jobs(Protocol):
     """Queued ingestion (store=postgres: ingest.pg_jobs): files wait for a `lecture-qa worker`."""
 
-    def enqueue(self, files: list[SourceFile]) -> dict[str, Any]:
-        """One job for these files; the job as `get` shows it."""
+    def enqueue(self, files: list[SourceFile], owner: str | None = None) -> dict[str, Any]:
+        """One job for these files, readable through the API by `owner` (a key fingerprint) and admins; the job
+        as `get` shows it."""
         ...
 
-    def get(self, job_id: int) -> dict[str, Any] | None:
-        """id, state (queued | running | done | failed), attempts, progress, report, error; None if unknown."""
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        """id (random, not guessable), state (queued | running | done | failed), attempts, progress, report,
+        error, owner; None if unknown."""
         ...
 
 

@@ -103,12 +103,12 @@ class QAService:
         """Uploads are queued for workers instead of ingested in the request."""
         return self.jobs is not None
 
-    def enqueue(self, files: list[SourceFile]) -> dict[str, Any]:
+    def enqueue(self, files: list[SourceFile], owner: str | None = None) -> dict[str, Any]:
         if self.jobs is None:
             raise RuntimeError("this store ingests in the request: it has no job queue")
-        return self.jobs.enqueue(files)
+        return self.jobs.enqueue(files, owner)
 
-    def job(self, job_id: int) -> dict[str, Any] | None:
+    def job(self, job_id: str) -> dict[str, Any] | None:
         return self.jobs.get(job_id) if self.jobs is not None else None
 
     def documents(self) -> list[DocumentInfo]:

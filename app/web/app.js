@@ -683,7 +683,7 @@ async function followJob(id, label) {
   for (;;) {
     await new Promise((r) => setTimeout(r, 1000));
     let job;
-    try { job = await api(`/api/v1/jobs/${id}`); } catch (error) { return { state: "failed", error: explain(error) }; }
+    try { job = await api(`/api/v1/jobs/${encodeURIComponent(id)}`); } catch (error) { return { state: "failed", error: explain(error) }; }
     if (job.state === "done" || job.state === "failed") return job;
     const p = job.progress || {};
     label.textContent = job.state === "running" && p.total ? ` ${p.stage} ${p.done}/${p.total}` : ` ${job.state}`;

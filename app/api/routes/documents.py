@@ -6,7 +6,7 @@ from fastapi import APIRouter, File, HTTPException, Request, UploadFile, status
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import AdminDep, KeyDep, ServiceDep, SettingsDep, can_write
+from app.api.deps import AdminDep, KeyDep, ServiceDep, SettingsDep, bearer_token, can_write, job_owner
 from app.api.schemas import DocumentPublic, DocumentsPublic, JobPublic, UploadResponse, error_responses
 from ingest.errors import UnsupportedFileType
 from ingest.loaders import kind_for_name
@@ -53,7 +53,7 @@ async def delete_document(doc_id: str, service: ServiceDep, _: AdminDep) -> dict
                         202: {"model": JobPublic, "description": "Queued for the ingest workers (store=postgres): "
                               "follow the job at the Location header, GET /api/v1/jobs/{id}"}})
 async def upload_documents(files: Annotated[list[UploadFile], File(description="PDF, PPTX, DOCX, MD, HTML, TXT")],
-                           service: ServiceDep, settings: SettingsDep, _: AdminDep) -> Any:
+                           request: Request, service: ServiceDep, settings: SettingsDep, _: AdminDep) -> Any:
     limit = settings.max_upload_bytes
     sources: list[SourceFile] = []
     unsupported: list[dict[str, Any]] = []
@@ -73,7 +73,8 @@ async def upload_documents(files: Annotated[list[UploadFile], File(description="
         raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
                             unsupported[0]["reason"] if unsupported else "no file was sent")
     if service.queued:
-        job = await run_in_threadpool(service.enqueue, sources)
+        owner = job_owner(bearer_token(request.headers.get("authorization")), settings)
+        job = await run_in_threadpool(service.enqueue, sources, owner)
         return JSONResponse(JobPublic.model_validate(job).model_dump(), status.HTTP_202_ACCEPTED,
                             headers={"Location": f"/api/v1/jobs/{job['id']}"})
     report = await run_in_threadpool(service.ingest, sources)
