@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.previews.convert import ConversionCancelled, ConversionFailed, find_soffice, to_pdf
+from app.previews.convert import MAX_UNPACKED_BYTES, ConversionCancelled, ConversionFailed, find_soffice, to_pdf
 from app.previews.render import RenderFailed, is_png, page_count, render_page, render_pages
 from ingest.library import Library
 from ingest.originals import Originals
@@ -85,7 +85,8 @@ class PreparedReport:
 
 class Previews:
     def __init__(self, library: Library, originals: Originals, *, enabled: bool = True, soffice: str = "soffice",
-                 convert_timeout_s: float = 180.0, convert_memory_mb: int = 3072, background: bool = True) -> None:
+                 convert_timeout_s: float = 180.0, convert_memory_mb: int = 3072, background: bool = True,
+                 max_unpacked_bytes: int = MAX_UNPACKED_BYTES) -> None:
         self.library = library
         self.originals = originals
         self.dir = library.data_dir / "previews"
@@ -94,6 +95,7 @@ class Previews:
         self.convert_timeout_s = convert_timeout_s
         self.convert_memory_mb = convert_memory_mb
         self.background = background
+        self.max_unpacked_bytes = max_unpacked_bytes
         self._pages: dict[str, int] = {}  # folder name -> page count
         self._queue: queue.Queue[Path | None] = queue.Queue()
         self._queued: set[str] = set()
@@ -232,7 +234,8 @@ class Previews:
                             if soffice is None:
                                 raise ConversionFailed(f"LibreOffice is not installed ({self.soffice_setting})")
                             to_pdf(original, kind, pdf, soffice=soffice, timeout_s=self.convert_timeout_s,
-                                   memory_mb=self.convert_memory_mb, cancel=self._cancel)
+                                   memory_mb=self.convert_memory_mb, cancel=self._cancel,
+                                   max_unpacked_bytes=self.max_unpacked_bytes, data_dir=self.library.data_dir)
                         except ConversionCancelled as exc:
                             report.error = str(exc)
                             return report
