@@ -285,3 +285,20 @@ def probe_pid(state: object) -> int:
     import os
 
     return os.getpid()
+
+
+def gated_draw(state: object, pdf: str, index: int, long_edge: int, max_pixels: int) -> object:
+    """The real page drawing (app.previews.render.draw_page), held at a gate a test controls: in a drawing worker,
+    it writes `<data_dir>/gate/started-<index>` and waits until `<data_dir>/gate/open` exists. The gate is the
+    data dir's (the original is `<data_dir>/originals/<name>`, a converted PDF `<data_dir>/previews/<name>/...`)."""
+    import time
+    from pathlib import Path
+
+    from app.previews.render import draw_page
+
+    data_dir = next(p.parent for p in Path(pdf).parents if p.name in ("originals", "previews"))
+    gate = data_dir / "gate"
+    (gate / f"started-{index}").touch()
+    while not (gate / "open").exists():
+        time.sleep(0.02)
+    return draw_page(state, pdf, index, long_edge, max_pixels)
