@@ -93,9 +93,11 @@ def dark_share(png: bytes) -> float:
 
 
 def pdf_page_png(pdf: Path) -> bytes:
-    from app.previews.render import render_page
+    from app.previews.render import draw_page
 
-    return render_page(pdf, 0, 800)
+    png = draw_page(None, str(pdf), 0, 800, 0)[1]
+    assert png is not None
+    return png
 
 
 def hostile_file(kind: str, listener: Listener, local_png: Path) -> bytes:
