@@ -4,7 +4,8 @@ and search are polled: does drawing leave the server responsive, and does every 
     nice -n 10 python bench/previews_load.py [--pages 40] [--concurrent 40] [--image-px 4000x3000] [--json out.json]
 
 1. Builds a heavy PDF (cached in the temp dir): `--pages` pages, each with a paragraph of text and its own large
-   picture (smooth random noise with grain, JPEG: 1.2 MB a page at 4000x3000, 46 MB for 40 pages), made with reportlab and Pillow.
+   picture (smooth random noise with grain, JPEG: 1.2 MB a page at 4000x3000, 46 MB for 40 pages), made with
+   reportlab and Pillow.
 2. Starts `lecture-qa serve` (one worker) on a fresh data dir, uploads the PDF, and waits for the background
    thumbnails (so that the figures are those of the requests, not of the thumbnail thread).
 3. Fires `--concurrent` clients at once, client i asking for page i `?size=full` (none is drawn yet). A 503 is
