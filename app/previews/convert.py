@@ -6,6 +6,10 @@ bounded like a parse worker (ingest.isolation): an address-space cap (RLIMIT_AS,
 `sh -c` that then execs soffice: a preexec_fn is unsafe in the threaded server), and a time limit after which its
 whole process group (the soffice script, oosplash, soffice.bin) is killed.
 
+What LibreOffice gets is a rewritten copy with no external link left (app.previews.sanitize), and it runs in a
+network and mount namespace where the kernel allows them, with a locked-down profile (app.previews.sandbox):
+issue 19 found it fetching linked pictures from 127.0.0.1 and local files and drawing them into previews.
+
 Hidden slides: a PPTX citation numbers slides as python-pptx lists them, hidden ones included (tjuirlab_RNN.pptx
 of the shared corpus has 15 slides, one hidden). LibreOffice's PDF export skips hidden slides by default (14
 pages, so slide n was page n-1 after the hidden one); it is told to export them (ExportHiddenSlides, JSON filter
