@@ -8,7 +8,8 @@ and search are polled: does drawing leave the server responsive, and does every 
    reportlab and Pillow.
 2. Starts `lecture-qa serve` (one worker) on a fresh data dir, uploads the PDF, and waits for the background
    thumbnails (so that the figures are those of the requests, not of the thumbnail thread).
-3. Fires `--concurrent` clients at once, client i asking for page i `?size=full` (none is drawn yet). A 503 is
+3. Polls /healthz and search for `--quiet-s` seconds with no page request: the machine's own noise right then.
+   Then fires `--concurrent` clients at once, client i asking for page i `?size=full` (none is drawn yet). A 503 is
    retried after its Retry-After, as the contract says; each client stops at its first 200 (an image) or 404 (a
    clear error) or after 120 s. Meanwhile one client polls /healthz (every 0.2 s) and one POSTs a search (every
    0.5 s), and the RSS of the server process and of its children (the drawing workers) is sampled every 0.25 s.
@@ -119,6 +120,8 @@ def fetch_page(url: str, doc_id: str, n: int, start: float, out: dict[int, dict[
                 record["error"] = str(exc)
             record["tries"] += 1
             record["statuses"][status] += 1
+            if status == 503:
+                record.setdefault("busy_s", []).append(time.monotonic() - t0)
             record.setdefault("first_answer_s", time.monotonic() - t0)
             record.setdefault("first_status", status)
             if status != 503 or time.monotonic() - start > ANSWER_WITHIN_S or r is None:
@@ -143,11 +146,31 @@ def poll(url: str, method: str, path: str, body: Any, every: float, stop: thread
             stop.wait(every)
 
 
+def measure_quiet(url: str, seconds: float) -> dict[str, list[float]]:
+    """The same two pollers with no page request: the machine's own noise, to compare the storm with."""
+    stop = threading.Event()
+    out: dict[str, list[float]] = {"healthz": [], "search": []}
+    failures: list[int] = []
+    threads = [threading.Thread(target=poll, args=(url, "GET", "/healthz", None, 0.2, stop, out["healthz"],
+                                                   failures)),
+               threading.Thread(target=poll, args=(url, "POST", "/api/v1/search",
+                                                   {"query": "hidden state of a recurrent network"}, 0.5, stop,
+                                                   out["search"], failures))]
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join()
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pages", type=int, default=40)
     parser.add_argument("--concurrent", type=int, default=40)
     parser.add_argument("--image-px", default="4000x3000", help="each page's picture, WIDTHxHEIGHT pixels")
+    parser.add_argument("--quiet-s", type=float, default=30.0, help="seconds of polling with no page request first")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     width, height = (int(v) for v in args.image_px.split("x"))
@@ -157,18 +180,21 @@ def main() -> int:
           f"built/found in {time.perf_counter() - t0:.1f} s)", flush=True)
     with tempfile.TemporaryDirectory(prefix="lecture-qa-load-") as tmp:
         env = {**os.environ, "LECTURE_QA_DATA_DIR": str(Path(tmp) / "data"), "LECTURE_QA_API_KEYS": "",
-               "LECTURE_QA_ADMIN_KEYS": ""}
+               "LECTURE_QA_ADMIN_KEYS": "", "LECTURE_QA_MAX_UPLOAD_MB": "100"}
         with served(env) as (url, server):
             with httpx.Client(timeout=600) as client:
                 r = client.post(f"{url}/api/v1/documents", files=[("files", ("heavy.pdf", pdf.read_bytes()))])
                 r.raise_for_status()
                 doc_id = r.json()["files"][0]["document_id"]
                 t_thumbs = time.monotonic()
-                while client.get(f"{url}/api/v1/documents/{doc_id}/pages/{args.pages}").status_code != 200:
-                    time.sleep(0.5)  # the background thumbnails end with the last page
-                print(f"uploaded; thumbnails of all pages drawn in the background in "
-                      f"{time.monotonic() - t_thumbs:.1f} s", flush=True)
+                for n in range(1, args.pages + 1):  # each thumbnail, from the background thread or drawn now
+                    while client.get(f"{url}/api/v1/documents/{doc_id}/pages/{n}").status_code != 200:
+                        time.sleep(0.5)
+                print(f"uploaded; every thumbnail there after {time.monotonic() - t_thumbs:.1f} s", flush=True)
             time.sleep(2)
+            quiet = measure_quiet(url, args.quiet_s)
+            print(f"quiet phase ({args.quiet_s:g} s, no page requests): /healthz max {max(quiet['healthz']):.3f} s, "
+                  f"search max {max(quiet['search']):.3f} s", flush=True)
             base_server = rss(server.pid)
             base_total = base_server + sum(rss(c) for c in children(server.pid))
             stop = threading.Event()
@@ -218,7 +244,11 @@ def main() -> int:
                     "p50_s": round(pct(health, 0.5), 3), "failures": health_fail},
         "search": {"n": len(search), "max_s": round(max(search), 3), "p99_s": round(pct(search, 0.99), 3),
                    "p50_s": round(pct(search, 0.5), 3), "failures": search_fail},
+        "quiet": {name: {"n": len(v), "max_s": round(max(v), 3), "p99_s": round(pct(v, 0.99), 3),
+                         "p50_s": round(pct(v, 0.5), 3)} for name, v in quiet.items()},
         "first_answer_max_s": round(max(r["first_answer_s"] for r in results.values()), 3),
+        "answer_503_max_s": round(max((b for r in results.values() for b in r.get("busy_s", [])), default=0), 3),
+        "answer_503_p50_s": round(pct([b for r in results.values() for b in r.get("busy_s", [])], 0.5), 3),
         "final_answer_max_s": round(max(r["final_s"] for r in results.values()), 1),
         "first_statuses": dict(Counter(r["first_status"] for r in results.values())),
         "final_statuses": {str(k): v for k, v in finals.items()},
