@@ -203,7 +203,7 @@ class Previews:
             try:
                 pages, data = self._draw(pdf, n - 1, SIZES[size], cancel)
             except RenderFailed as exc:
-                if not isinstance(exc.__cause__, TimeLimitExceeded):
+                if _lasting(exc):
                     self._keep(original, folder / f"failed-{size}-{n:04d}.txt", str(exc).encode(), cancel)
                 raise
             self._pages[folder.name] = pages
@@ -401,7 +401,7 @@ class Previews:
                     _, data = self._draw(pdf, index, SIZES["thumb"], cancel)
                 except RenderFailed as exc:
                     report.failed_pages.append(index + 1)
-                    if not isinstance(exc.__cause__, TimeLimitExceeded):
+                    if _lasting(exc):
                         self._keep(original, folder / f"failed-thumb-{index + 1:04d}.txt", str(exc).encode(),
                                    cancel)
                     continue
@@ -460,6 +460,13 @@ class Previews:
                     return True
             time.sleep(0.05)
         return False
+
+
+def _lasting(exc: RenderFailed) -> bool:
+    """A failure the page will meet again (PDFium's error, the memory or pixel cap), worth noting; not a time
+    limit (a loaded machine may pass next time) nor a worker that did not start."""
+    cause = exc.__cause__
+    return isinstance(cause, IngestError) and not isinstance(cause, TimeLimitExceeded)
 
 
 def _kind_of(original: Path) -> str:
