@@ -137,6 +137,21 @@ def test_the_rewrite_takes_out_linked_pictures_and_keeps_hyperlinks_and_content(
     assert all(parts[n] == before[n] for n in before if n.startswith("ppt/slideLayouts/"))
 
 
+def test_a_picture_linked_through_a_hyperlink_relationship_loses_its_link():
+    """A "hyperlink" relationship is kept, but a picture's r:link naming it would be fetched as the picture."""
+    from app.previews.sanitize import neutralise
+
+    deck = hostile.linked_picture_pptx(["http://127.0.0.1:9/a.png"])
+    deck = hostile._replace_member(deck, "ppt/slides/_rels/slide1.xml.rels", lambda xml: re.sub(
+        rb'Type="[^"]*/image"(?=[^>]*TargetMode="External")',
+        b'Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/hyperlink"', xml))
+    parts = _parts(deck)
+    assert b"relationships/hyperlink" in parts["ppt/slides/_rels/slide1.xml.rels"]
+    safe, _ = neutralise(deck, kind="pptx", max_unpacked_bytes=MAX_UNPACKED)
+    slide = _parts(safe)["ppt/slides/slide1.xml"]
+    assert b"r:link=" not in slide and b"<a:blip" in slide
+
+
 def test_the_rewrite_neutralises_word_fields_templates_alt_chunks_and_vml_sources():
     import docx
 

@@ -86,7 +86,7 @@ def _source_of(rels_name: str) -> str:
     """`word/_rels/document.xml.rels` -> `word/document.xml`; `_rels/.rels` -> `` (the package)."""
     p = PurePosixPath(rels_name)
     source = p.parent.parent / p.name[: -len(".rels")]
-    return "" if source.name == "" else source.as_posix().lstrip("./")
+    return "" if source.name == "" else source.as_posix().lower()  # OPC part names are case-insensitive
 
 
 def _is_external(rel: Any) -> bool:
@@ -126,7 +126,7 @@ def neutralise(src: bytes, *, kind: str, max_unpacked_bytes: int, depth: int = 0
                 _write(dst, info, rewritten[name])
             elif name.lower().endswith((".xml", ".vml")) and not name.endswith(".rels"):
                 data = zf.read(info)
-                new = _rewrite_part(name, data, external.get(name, {}), report)
+                new = _rewrite_part(name, data, external.get(name.lower(), {}), report)
                 _write(dst, info, data if new is None else new)
             elif depth < MAX_DEPTH and name.lower().endswith(NESTED_PACKAGES):
                 data = zf.read(info)
