@@ -24,6 +24,12 @@ thread ever waits for a slot, and one waits for its own drawing only, which the 
 cannot be drawn (PDFium's error, the memory or pixel cap) is noted (`failed-<size>-NNNN.txt`) and answers 404 from
 then on; one that ran out of time is not noted (on a loaded machine a second try may pass).
 
+Defaults, measured with bench/previews_load.py (docs/previews.md; 2-core VM at load average 20): 2 drawings at
+a time (the machine's cores; /healthz stayed under 1 s and search under 1.2 s with 40 requests waiting), 60 s a
+page (the bench's 12-megapixel pages took about 4 s each at that load; the issue's heaviest, drawn in-process
+beside 79 others, 21-37 s), 1024 MiB a worker (two workers peaked at +189 MB together; a 256 MiB flate stream
+does not fit in 64), 250 megapixels of images a page (20 of the bench's 12-megapixel pictures).
+
 Deleting: every drawing and conversion of an original holds a cancel event that `forget` (the original was
 removed) sets: the worker drawing its page is killed at once, LibreOffice's process group too, and nothing writes
 into the preview folder again (files are written into an existing folder only; a folder is made only while the
@@ -62,7 +68,7 @@ NO_PAGES = {"markdown": "Markdown", "html": "HTML", "text": "Text"}
 UNIT = {"pdf": "pages", "pptx": "slides", "docx": "pages"}
 RENDER_VERSION = "1"  # in the ETag: bump when the drawing changes
 RETRY_AFTER_S = 5  # a 15-slide deck converts in about 4 s
-RETRY_BUSY_S = 2  # a full page of the bench's heavy PDF draws in about 1-2 s (docs/previews.md)
+RETRY_BUSY_S = 2  # a slot frees every ~2 s in bench/previews_load.py (40 heavy pages, 2 at a time, 78 s)
 DRAW_LABELS = Labels(doing="drawing the page", doer="the drawing worker",
                      timeout_setting="LECTURE_QA_PREVIEW_DRAW_TIMEOUT",
                      memory_setting="LECTURE_QA_PREVIEW_DRAW_MEMORY_MB", crash_outcome="the page has no preview")
