@@ -123,4 +123,7 @@ def build_service(settings: Settings, embedder: Embedder | None = None) -> QASer
 def build_previews(settings: Settings, store: LocalStore) -> Previews:
     """Page images from the originals the store's pipeline keeps; new ones are prepared as they are kept."""
     return Previews(store.library, store.pipeline.originals, enabled=settings.previews, soffice=settings.soffice,
-                    convert_timeout_s=settings.preview_timeout, convert_memory_mb=settings.preview_memory_mb)
+                    convert_timeout_s=settings.preview_timeout, convert_memory_mb=settings.preview_memory_mb,
+                    max_unpacked_bytes=settings.max_unpacked_bytes, draws=settings.preview_draws,
+                    draw_timeout_s=settings.preview_draw_timeout, draw_memory_mb=settings.preview_draw_memory_mb,
+                    max_megapixels=settings.preview_max_megapixels)

@@ -97,6 +97,14 @@ class Settings(BaseSettings):
                                    "previews; past it the file has no previews (it is still ingested).")
     preview_memory_mb: int = Field(3072, ge=256, description="Address space (MiB) LibreOffice may use for one "
                                    "conversion; the 86-slide corpus deck needs more than 1024.")
+    preview_draws: int = Field(2, ge=1, le=64, description="Pages drawn at a time per server process (each in a "
+                               "drawing worker process); a request beyond gets 503 with Retry-After at once.")
+    preview_draw_timeout: float = Field(60.0, gt=0, description="Seconds one page may take to draw; past it the "
+                                        "worker is stopped and the request answers 404 (reason unavailable).")
+    preview_draw_memory_mb: int = Field(1024, ge=64, description="MiB a drawing worker may add to its start-up "
+                                        "size; past it the page has no preview.")
+    preview_max_megapixels: float = Field(250.0, gt=0, description="Megapixels of images one page may hold to be "
+                                          "drawn (checked before any is decoded).")
 
     top_k: int = Field(5, ge=1, le=50, description="Default number of sources for /ask.")
     answer_threshold: float | None = Field(

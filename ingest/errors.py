@@ -29,5 +29,9 @@ class ParseLimitExceeded(IngestError):
     """Parsing the file ran past the parse worker's time or memory limit (the worker was stopped)."""
 
 
+class TimeLimitExceeded(ParseLimitExceeded):
+    """The time limit, in particular: on a loaded machine a second try may pass (page drawing does not keep it)."""
+
+
 class StorageUnavailable(Exception):
     """The library's database cannot be reached now (store=postgres); the service answers 503 and retries."""

@@ -43,11 +43,12 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ingest.errors import IngestError, ParseLimitExceeded
+from ingest.errors import IngestError, ParseLimitExceeded, TimeLimitExceeded
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
@@ -96,8 +97,8 @@ def _worker_entry() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business; it stops the workers
     inbox = Connection(int(sys.argv[1]), writable=False)
     outbox = Connection(int(sys.argv[2]), readable=False)
-    initializer, init_arg, memory_bytes, timeout_s = inbox.recv()
-    for name in PRELOAD:
+    initializer, init_arg, memory_bytes, timeout_s, preload = inbox.recv()
+    for name in preload:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
     state = initializer(init_arg) if initializer is not None else None
@@ -139,7 +140,7 @@ def _worker_entry() -> None:
 
 class _Worker:
     def __init__(self, initializer: Callable[[Any], Any] | None, init_arg: Any, memory_bytes: int,
-                 timeout_s: float) -> None:
+                 timeout_s: float, preload: list[str]) -> None:
         to_child, from_parent = os.pipe()
         to_parent, from_child = os.pipe()
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (_ROOT, os.environ.get("PYTHONPATH")) if p),
@@ -158,7 +159,7 @@ class _Worker:
         self.base_vm = 0
         self.base_rss = 0
         try:
-            self.conn.send((initializer, init_arg, memory_bytes, timeout_s))
+            self.conn.send((initializer, init_arg, memory_bytes, timeout_s, preload))
             if not self.replies.poll(START_TIMEOUT_S):
                 raise RuntimeError(f"the parse worker did not start within {START_TIMEOUT_S:g} s")
             _, self.base_vm = self.replies.recv()
@@ -195,16 +196,35 @@ def _stop_all(workers: list[_Worker]) -> None:
         workers.pop().stop()
 
 
+class CallCancelled(Exception):
+    """The caller's cancel event was set while its call ran: the worker was stopped."""
+
+
+@dataclass(frozen=True)
+class Labels:
+    """How the limit errors name the work and its settings (parsing by default; page drawing has its own)."""
+
+    doing: str = "parsing"
+    doer: str = "the parser"
+    timeout_setting: str = "LECTURE_QA_PARSE_TIMEOUT"
+    memory_setting: str = "LECTURE_QA_PARSE_MEMORY_MB"
+    crash_outcome: str = "it was skipped"
+
+
 class IsolatedRunner:
     """Calls `fn(state, *args)` in a worker (state = initializer(init_arg), made once per worker), at most
-    `parallel` at a time; `fn` and `initializer` must be module-level functions (they are sent by name)."""
+    `parallel` at a time; `fn` and `initializer` must be module-level functions (they are sent by name).
+    `preload`: modules each worker imports before it says it is ready (default: the loaders' PRELOAD)."""
 
     def __init__(self, initializer: Callable[[Any], Any] | None = None, init_arg: Any = None, *,
-                 timeout_s: float = 60.0, memory_mb: int = 1024, parallel: int = 2, idle: int = 2) -> None:
+                 timeout_s: float = 60.0, memory_mb: int = 1024, parallel: int = 2, idle: int = 2,
+                 preload: list[str] | None = None, labels: Labels = Labels()) -> None:
         self.initializer = initializer
         self.init_arg = init_arg
         self.timeout_s = timeout_s
         self.memory_mb = memory_mb
+        self.preload = PRELOAD if preload is None else preload
+        self.labels = labels
         self._slots = threading.BoundedSemaphore(max(parallel, 1))
         self._idle: list[_Worker] = []
         self._max_idle = idle
@@ -219,7 +239,10 @@ class IsolatedRunner:
         with self._lock:
             if self._idle:
                 return self._idle.pop()
-        return _Worker(self.initializer, self.init_arg, self.memory_mb * _MIB, self.timeout_s)
+        return self._new_worker()
+
+    def _new_worker(self) -> _Worker:
+        return _Worker(self.initializer, self.init_arg, self.memory_mb * _MIB, self.timeout_s, self.preload)
 
     def _checkin(self, worker: _Worker, rss: int) -> None:
         worker.calls += 1
@@ -232,26 +255,32 @@ class IsolatedRunner:
                 return
         worker.stop()
 
-    def call(self, fn: Callable[..., R], *args: Any) -> R:
+    def call(self, fn: Callable[..., R], *args: Any, cancel: threading.Event | None = None) -> R:
+        """`fn(state, *args)` in a worker; `cancel`: when set during the call, the worker is killed and
+        CallCancelled raised (within 50 ms)."""
         with self._slots:
             worker = self._checkout()
             try:
                 worker.conn.send((fn, args))
             except (OSError, ValueError):  # died while idle (killed from outside): one fresh try
                 worker.kill()
-                worker = _Worker(self.initializer, self.init_arg, self.memory_mb * _MIB, self.timeout_s)
+                worker = self._new_worker()
                 worker.conn.send((fn, args))
-            return self._wait(worker)
+            return self._wait(worker, cancel)
 
-    def _wait(self, worker: _Worker) -> Any:
+    def _wait(self, worker: _Worker, cancel: threading.Event | None = None) -> Any:
         deadline = time.monotonic() + self.timeout_s
         peak = 0
+        labels = self.labels
         while not worker.replies.poll(min(max(deadline - time.monotonic(), 0.0), 0.05)):
             peak = max(peak, _statm(worker.pid)[0])
+            if cancel is not None and cancel.is_set():
+                worker.kill()
+                raise CallCancelled(f"{labels.doing} was cancelled")
             if time.monotonic() >= deadline:
                 worker.kill()
-                raise ParseLimitExceeded(f"parsing took longer than {self.timeout_s:g} s, the limit "
-                                         "(LECTURE_QA_PARSE_TIMEOUT); the parser was stopped")
+                raise TimeLimitExceeded(f"{labels.doing} took longer than {self.timeout_s:g} s, the limit "
+                                         f"({labels.timeout_setting}); {labels.doer} was stopped")
         try:
             kind, payload, rss = worker.replies.recv()
         except (EOFError, OSError):
@@ -264,7 +293,7 @@ class IsolatedRunner:
             if near_cap or code == -signal.SIGKILL:
                 raise self._memory_error() from None
             how = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
-            raise ParseLimitExceeded(f"the parser crashed on this file ({how}); it was skipped") from None
+            raise ParseLimitExceeded(f"{labels.doer} crashed on this file ({how}); {labels.crash_outcome}") from None
         if kind == "memory":
             worker.kill()
             raise self._memory_error()
@@ -277,5 +306,6 @@ class IsolatedRunner:
         return payload
 
     def _memory_error(self) -> ParseLimitExceeded:
-        return ParseLimitExceeded(f"parsing needed more than {self.memory_mb} MiB of memory, the limit "
-                                  "(LECTURE_QA_PARSE_MEMORY_MB); the parser was stopped")
+        labels = self.labels
+        return ParseLimitExceeded(f"{labels.doing} needed more than {self.memory_mb} MiB of memory, the limit "
+                                  f"({labels.memory_setting}); {labels.doer} was stopped")

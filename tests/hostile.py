@@ -184,6 +184,91 @@ Self-attention relates every position of a sequence to every other one, with no 
 """
 
 
+# -- documents that link out (issue 19): LibreOffice fetched such pictures and drew them into previews ---------
+def colour_png(rgb: tuple[int, int, int], size: tuple[int, int] = (400, 300)) -> bytes:
+    """A PNG of one flat colour: the colour is how a test finds it in a drawn page."""
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", size, rgb).save(out, format="PNG")
+    return out.getvalue()
+
+
+LINKED_TEXT = ("The pictures beside this text are linked, not embedded: the gated recurrent unit merges the cell "
+               "state and the hidden state, and its update gate decides how much of the old state is kept.")
+
+
+def _link_pictures(data: bytes, part: str, targets: list[str]) -> bytes:
+    """The package `data` with the pictures of `part` (a:blip r:embed, in order) turned into links to `targets`:
+    `r:embed` becomes `r:link` and the relationship gets TargetMode="External", as "Insert > Link to file" makes."""
+    rels = part.rsplit("/", 1)[0] + "/_rels/" + part.rsplit("/", 1)[1] + ".rels"
+    ids = re.findall(rb'r:embed="(rId[0-9]+)"', zipfile.ZipFile(io.BytesIO(data)).read(part))
+    assert len(ids) >= len(targets), ids
+    chosen = dict(zip(ids, targets, strict=False))
+
+    def relink(xml: bytes) -> bytes:
+        for rid in chosen:
+            xml = xml.replace(b'r:embed="' + rid + b'"', b'r:link="' + rid + b'"')
+        return xml
+
+    def external(xml: bytes) -> bytes:
+        for rid, target in chosen.items():
+            xml = re.sub(rb'(<Relationship [^>]*Id="' + rid + rb'"[^>]*?)Target="[^"]*"',
+                         lambda m, t=target: m.group(1) + b'Target="' + t.encode() + b'" TargetMode="External"',
+                         xml)
+        return xml
+
+    return _replace_member(_replace_member(data, part, relink), rels, external)
+
+
+def linked_picture_pptx(targets: list[str], title: str = "Linked pictures") -> bytes:
+    """A one-slide deck (python-pptx) with a title and one picture per target, each linked (not embedded)."""
+    from pptx import Presentation
+    from pptx.util import Inches
+
+    prs = Presentation()
+    slide = prs.slides.add_slide(prs.slide_layouts[5])
+    slide.shapes.title.text = title
+    box = slide.shapes.add_textbox(Inches(0.5), Inches(5.5), Inches(9), Inches(1))
+    box.text_frame.text = LINKED_TEXT
+    for i, _ in enumerate(targets):
+        slide.shapes.add_picture(io.BytesIO(colour_png((200, 200, 200 - i))), Inches(0.5 + 4.5 * i), Inches(2),
+                                 width=Inches(4))
+    out = io.BytesIO()
+    prs.save(out)
+    return _link_pictures(out.getvalue(), "ppt/slides/slide1.xml", targets)
+
+
+def linked_picture_docx(targets: list[str], title: str = "Linked pictures") -> bytes:
+    """A DOCX (python-docx) with a heading and one picture per target, each linked (not embedded), plus an
+    INCLUDEPICTURE field (simple and complex) for each target: every way Word links a picture."""
+    import docx
+    from docx.shared import Inches
+
+    d = docx.Document()
+    d.add_heading(title, 1)
+    d.add_paragraph(LINKED_TEXT)
+    for i, _ in enumerate(targets):
+        d.add_picture(io.BytesIO(colour_png((200, 200, 200 - i))), width=Inches(3))
+    d.add_paragraph("FIELDS-BELOW")
+    out = io.BytesIO()
+    d.save(out)
+    linked = _link_pictures(out.getvalue(), "word/document.xml", targets)
+
+    def fields(xml: bytes) -> bytes:
+        runs = b"".join(
+            b'<w:p><w:fldSimple w:instr=" INCLUDEPICTURE &quot;' + t.encode() + b'&quot; \\d "><w:r><w:t>simple'
+            b'</w:t></w:r></w:fldSimple></w:p>'
+            b'<w:p><w:r><w:fldChar w:fldCharType="begin"/></w:r><w:r><w:instrText xml:space="preserve"> INCLUDE'
+            b'</w:instrText></w:r><w:r><w:instrText xml:space="preserve">PICTURE &quot;' + t.encode() +
+            b'&quot; \\d </w:instrText></w:r><w:r><w:fldChar w:fldCharType="separate"/></w:r><w:r><w:t>complex'
+            b'</w:t></w:r><w:r><w:fldChar w:fldCharType="end"/></w:r></w:p>'
+            for t in targets)
+        return xml.replace(b"<w:sectPr", runs + b"<w:sectPr", 1)
+
+    return _replace_member(linked, "word/document.xml", fields)
+
+
 # -- probes for the parse-worker limit tests (run inside a worker: module-level, light imports) -----------------
 def probe_sleep(state: object, seconds: float) -> str:
     import time
@@ -200,3 +285,20 @@ def probe_pid(state: object) -> int:
     import os
 
     return os.getpid()
+
+
+def gated_draw(state: object, pdf: str, index: int, long_edge: int, max_pixels: int) -> object:
+    """The real page drawing (app.previews.render.draw_page), held at a gate a test controls: in a drawing worker,
+    it writes `<data_dir>/gate/started-<index>` and waits until `<data_dir>/gate/open` exists. The gate is the
+    data dir's (the original is `<data_dir>/originals/<name>`, a converted PDF `<data_dir>/previews/<name>/...`)."""
+    import time
+    from pathlib import Path
+
+    from app.previews.render import draw_page
+
+    data_dir = next(p.parent for p in Path(pdf).parents if p.name in ("originals", "previews"))
+    gate = data_dir / "gate"
+    (gate / f"started-{index}").touch()
+    while not (gate / "open").exists():
+        time.sleep(0.02)
+    return draw_page(state, pdf, index, long_edge, max_pixels)

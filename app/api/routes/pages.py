@@ -27,7 +27,8 @@ PNG_RESPONSE: dict[int | str, dict[str, Any]] = {
         401, 404, 422, 503,
         e404="No such document or page, a format without pages (Markdown, HTML, text), or no preview can be made "
              "(detail.reason: unknown_document, no_pages, no_such_page, unavailable)",
-        e503="The preview is being prepared (LibreOffice converts PPTX/DOCX once): retry after Retry-After")})
+        e503="The preview is being prepared (LibreOffice converts PPTX/DOCX once), or every drawing slot is taken "
+             "(detail.reason: preparing, drawing, busy): retry after Retry-After")})
 async def page_image(
     doc_id: str, n: Annotated[int, Path(ge=1, le=100_000, description="1-based page or slide number, as in a "
                                         "citation's location.page / location.slide")],
@@ -41,7 +42,7 @@ async def page_image(
         raise HTTPException(status.HTTP_404_NOT_FOUND,
                             {"message": str(exc), "reason": exc.reason, **exc.extra}) from None
     except NotReady as exc:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, {"message": str(exc), "reason": "preparing"},
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, {"message": str(exc), "reason": exc.reason},
                             headers={"Retry-After": str(exc.retry_after)}) from None
     headers = {"Cache-Control": CACHE_CONTROL, "ETag": image.etag}
     if request.headers.get("if-none-match") == image.etag:
