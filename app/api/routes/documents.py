@@ -7,7 +7,14 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import AdminDep, KeyDep, ServiceDep, SettingsDep, can_write
-from app.api.schemas import DocumentPublic, DocumentsPublic, JobPublic, UploadResponse, error_responses
+from app.api.schemas import (
+    MAX_FILES_PER_UPLOAD,
+    DocumentPublic,
+    DocumentsPublic,
+    JobPublic,
+    UploadResponse,
+    error_responses,
+)
 from ingest.errors import UnsupportedFileType
 from ingest.loaders import kind_for_name
 from ingest.names import display_name
@@ -52,7 +59,10 @@ async def delete_document(doc_id: str, service: ServiceDep, _: AdminDep) -> dict
                                           e422="A malformed body, or no file could be ingested (per-file reasons)"),
                         202: {"model": JobPublic, "description": "Queued for the ingest workers (store=postgres): "
                               "follow the job at the Location header, GET /api/v1/jobs/{id}"}})
-async def upload_documents(files: Annotated[list[UploadFile], File(description="PDF, PPTX, DOCX, MD, HTML, TXT")],
+async def upload_documents(files: Annotated[list[UploadFile], File(
+                               min_length=1, max_length=MAX_FILES_PER_UPLOAD,
+                               description="PDF, PPTX, DOCX, MD, HTML, TXT: the type is read from each file name's "
+                               "extension (none supported: 415; none could be parsed: 422 with per-file reasons)")],
                            service: ServiceDep, settings: SettingsDep, _: AdminDep) -> Any:
     limit = settings.max_upload_bytes
     sources: list[SourceFile] = []
