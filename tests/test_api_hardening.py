@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from tests.builders import make_pdf
 from tests.conftest import SAMPLES
 from tests.server import Server
 
@@ -323,6 +324,28 @@ def test_head_is_answered_wherever_get_is(client, path):
     assert get.status_code == head.status_code == 200 and get.content and head.content == b""
     assert head.headers["content-type"] == get.headers["content-type"]
     assert head.headers["content-length"] == str(len(get.content))
+
+
+def test_if_none_match_takes_weak_tags_lists_and_star(client):
+    """RFC 9110 13.1.2: If-None-Match compares weakly, may list several tags (in one field or several) or be *."""
+    pdf = make_pdf(["Conditional requests: an ETag names the bytes of a page image, and If-None-Match asks\n"
+                    "whether the copy a client keeps is still current, so the server can answer 304 without a body."])
+    up = client.post("/api/v1/documents", files=[("files", ("etag-check.pdf", pdf))])
+    assert up.status_code == 200, up.text
+    url = f"/api/v1/documents/{up.json()['files'][0]['document_id']}/pages/1"
+    first = client.get(url)
+    etag = first.headers["etag"]
+    assert first.status_code == 200 and etag.startswith('"') and first.content
+    head = client.head(url)
+    assert head.status_code == 200 and head.headers["etag"] == etag and head.content == b""
+    for header in (etag, f"W/{etag}", f'"other", {etag}', f'W/"other",W/{etag}', "*", f'"a,b", {etag},'):
+        r = client.get(url, headers={"If-None-Match": header})
+        assert r.status_code == 304 and r.headers["etag"] == etag and not r.content, header
+    r = client.get(url, headers=[("If-None-Match", '"other"'), ("If-None-Match", f"W/{etag}")])
+    assert r.status_code == 304
+    for header in ('"other"', f'"other" {etag}', etag.strip('"'), f'w/{etag}', ""):
+        r = client.get(url, headers={"If-None-Match": header})
+        assert r.status_code == 200 and r.content == first.content, header
 
 
 def test_head_keeps_the_key_rules(keyed_server):

@@ -14,6 +14,8 @@ OpenAPI cannot constrain, and schemathesis names every part "files"; an empty or
 nothing). `upload_rejections_are_about_content` makes sure such an answer is that per-file verdict, never a
 complaint about the request's shape.
 
+The same runs as an admin over store=postgres with a worker (pgserver; skipped, saying why, without it).
+
 Deterministic: a fixed seed, `deterministic = true` and bounded examples give the same requests on every run
 (about a minute in all on 2 cores). Each server has its own data directory with one sample lecture. The
 figures of each run are printed (`pytest -s`)."""
@@ -21,13 +23,17 @@ figures of each run are printed (`pytest -s`)."""
 from __future__ import annotations
 
 import collections
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import httpx
 import pytest
 
-from tests.conftest import SAMPLES
+from tests.conftest import ROOT, SAMPLES
 from tests.server import Server
 
 schemathesis = pytest.importorskip("schemathesis")
@@ -39,7 +45,7 @@ KEYS = {"LECTURE_QA_API_KEYS": "member-key,admin-key", "LECTURE_QA_ADMIN_KEYS": 
 ADMIN = "Bearer admin-key"
 MEMBER = "Bearer member-key"
 SEED = 20261204
-EXAMPLES = 25
+EXAMPLES = 50
 UPLOAD = "POST /api/v1/documents"
 # Checks whose failure means a response is off the published contract.
 CONFORMANCE = {"status_code_conformance", "content_type_conformance", "response_headers_conformance",
@@ -65,6 +71,8 @@ def config(authorization: str | None) -> SchemathesisConfig:
 seed = {SEED}
 continue-on-failure = true
 request-timeout = 60
+[cache]
+enabled = false  # no state carried between runs (and no .schemathesis/ folder in the checkout)
 [generation]
 mode = "all"
 max-examples = {EXAMPLES}
@@ -193,3 +201,31 @@ def test_fuzz_without_a_key_when_keys_are_required(keyed_server):
     """Every /api operation answers its documented 401; /healthz, /readyz and undeclared methods answer as ever."""
     run = check_run(keyed_server, None, "no key (keys required)")
     assert run.statuses[401] > 0 and run.statuses[403] == 0
+
+
+def test_fuzz_the_postgres_store_with_a_worker(pg_url, tmp_path):
+    """store=postgres: uploads queue a job (202), a worker ingests it, GET /api/v1/jobs/{id} follows it; search
+    and ask run as SQL (a NUL in a query is a classic 5xx there). Admin key, so every route is reached."""
+    env = {**KEYS, "LECTURE_QA_STORE": "postgres", "LECTURE_QA_DATABASE_URL": pg_url, "LECTURE_QA_PREVIEWS": "false"}
+    log = open(tmp_path / "worker.log", "w")  # noqa: SIM115 - closed below
+    worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--poll", "0.2"], cwd=ROOT,
+                              env={**os.environ, **env, "LECTURE_QA_DATA_DIR": str(tmp_path / "worker")},
+                              stdout=log, stderr=subprocess.STDOUT)
+    server = Server(tmp_path / "data", env=env)
+    try:
+        server.wait_ready()
+        queued = server.upload(SAMPLE, headers={"Authorization": ADMIN})
+        assert queued.status_code == 202, queued.text
+        job_url = f"{server.url}{queued.headers['location']}"
+        deadline = time.monotonic() + 300
+        while (job := httpx.get(job_url, headers={"Authorization": ADMIN}).json())["state"] not in ("done", "failed"):
+            assert time.monotonic() < deadline, job
+            time.sleep(0.3)
+        assert job["state"] == "done", job
+        run = check_run(server, ADMIN, "admin key, store=postgres")
+        assert run.statuses[200] > 0
+    finally:
+        server.stop()
+        worker.terminate()
+        worker.wait(30)
+        log.close()

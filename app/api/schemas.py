@@ -149,6 +149,33 @@ class ErrorResponse(BaseModel):
                         "the per-file reasons of an upload that ingested nothing, the unknown document ids of a 404.")
 
 
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Ready(BaseModel):
+    """GET /readyz when ready: the process id and the store's own figures (documents, chunks, ...)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    status: Literal["ready"]
+    pid: int
+
+
+class ModelsPublic(BaseModel):
+    backend: str
+    models: list[str]
+
+
+class WhoAmI(BaseModel):
+    auth_required: bool = Field(description="Whether /api routes need a key on this server.")
+    can_write: bool = Field(description="Whether this key may upload and delete documents.")
+
+
+class Deleted(BaseModel):
+    deleted: str = Field(description="The id of the deleted document.")
+
+
 class NotReady(BaseModel):
     status: Literal["loading", "failed"]
     error: str | None

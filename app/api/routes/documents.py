@@ -9,10 +9,12 @@ from starlette.concurrency import run_in_threadpool
 from app.api.deps import AdminDep, KeyDep, ServiceDep, SettingsDep, can_write
 from app.api.schemas import (
     MAX_FILES_PER_UPLOAD,
+    Deleted,
     DocumentPublic,
     DocumentsPublic,
     JobPublic,
     UploadResponse,
+    WhoAmI,
     error_responses,
 )
 from ingest.errors import UnsupportedFileType
@@ -46,7 +48,7 @@ async def get_document(doc_id: str, service: ServiceDep, _: KeyDep) -> Any:
     return doc
 
 
-@router.delete("/documents/{doc_id}", summary="Delete a document and its chunks",
+@router.delete("/documents/{doc_id}", response_model=Deleted, summary="Delete a document and its chunks",
                responses=error_responses(401, 403, 404, 422, 503, e404="No such document"))
 async def delete_document(doc_id: str, service: ServiceDep, _: AdminDep) -> dict[str, Any]:
     if not await run_in_threadpool(service.delete, doc_id):
@@ -97,6 +99,7 @@ async def upload_documents(files: Annotated[list[UploadFile], File(
     return body
 
 
-@router.get("/whoami", summary="What this key may do (used by the web page)", responses=error_responses(401))
+@router.get("/whoami", response_model=WhoAmI, summary="What this key may do (used by the web page)",
+            responses=error_responses(401))
 async def whoami(request: Request, settings: SettingsDep, token: KeyDep) -> dict[str, Any]:
     return {"auth_required": bool(settings.api_key_set), "can_write": can_write(token, settings)}
