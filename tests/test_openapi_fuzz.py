@@ -224,6 +224,14 @@ def test_fuzz_the_postgres_store_with_a_worker(pg_url, tmp_path):
         assert job["state"] == "done", job
         run = check_run(server, ADMIN, "admin key, store=postgres")
         assert run.statuses[200] > 0
+        for path, body, status in (("/api/v1/search", {"query": "atten\x00tion"}, 200),
+                                   ("/api/v1/ask", {"question": "what is atten\x00tion?", "history": ["\x00"]}, 200),
+                                   ("/api/v1/search", {"query": "rnn", "document_ids": ["a\x00b"]}, 404)):
+            r = httpx.post(f"{server.url}{path}", json=body, headers={"Authorization": ADMIN}, timeout=60)
+            assert r.status_code == status, r.text  # the schema allows NUL; PostgreSQL text does not
+        for method in ("GET", "DELETE"):  # a NUL in an id was a 500 (psycopg DataError): no store has such an id
+            r = httpx.request(method, f"{server.url}/api/v1/documents/a%00b", headers={"Authorization": ADMIN})
+            assert r.status_code == 404, r.text
     finally:
         server.stop()
         worker.terminate()
