@@ -18,10 +18,11 @@ complaint about the request's shape.
 
 The same runs as an admin over store=postgres with a worker (pgserver; skipped, saying why, without it).
 
-Deterministic: a fixed seed, `deterministic = true`, no schemathesis cache and bounded examples give the same
-requests on every run (measured: the same 626-783 requests a run, about 3,350 in all; 2 min 18 s for the file
-with the docs-page tests on 2 cores at load average 15, shared with other jobs). Each server has its own data
-directory with one sample lecture. The figures of each run are printed (`pytest -s`)."""
+Bounded and repeatable: a fixed seed, `deterministic = true`, no schemathesis cache and bounded examples
+(measured over three runs: the same 626-783 requests a run, about 3,350 in all, with the split between statuses
+shifting by a few percent; 2 min 18 s for this file with the docs-page tests on 2 cores at load average 15).
+Each server has its own data directory with one sample lecture. The figures of each run are printed
+(`pytest -s`)."""
 
 from __future__ import annotations
 
