@@ -19,7 +19,7 @@ complaint about the request's shape.
 The same runs as an admin over store=postgres with a worker (pgserver; skipped, saying why, without it).
 
 Bounded and repeatable: a fixed seed, `deterministic = true`, no schemathesis cache and bounded examples
-(measured over three runs: the same 626-783 requests a run, about 3,350 in all, with the split between statuses
+(measured over two full runs: the same 626-783 requests a run, about 3,350 in all, with the split between statuses
 shifting by a few percent; 2 min 18 s for this file with the docs-page tests on 2 cores at load average 15).
 Each server has its own data directory with one sample lecture. The figures of each run are printed
 (`pytest -s`)."""
