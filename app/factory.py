@@ -19,9 +19,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Mount
 from starlette.types import Scope
 
-from app.api.middleware import BodyLimit, KeyGuard, route_path
+from app.api.deps import auth_enabled
+from app.api.middleware import BodyLimit, HeadAsGet, KeyGuard, route_path
 from app.api.openai_schemas import is_openai_path, openai_error_response
 from app.api.routes import ask, documents, health, jobs, openai_compat, pages, search
+from app.api.schemas import MAX_FILES_PER_UPLOAD
 from app.backends import build_service
 from app.mcp_server import app_service, build_mcp_server, mount_mcp
 from app.qa.errors import BackendUnavailable
@@ -30,7 +32,6 @@ from ingest.errors import StorageUnavailable
 
 log = logging.getLogger("lecture_qa")
 WEB_DIR = Path(__file__).parent / "web"
-MAX_FILES_PER_UPLOAD = 20
 # Search and ask bodies are a few KB; the largest valid one (question, 20 history entries, 500 document ids, every
 # character a \u-escaped astral one) is under 0.9 MiB.
 JSON_BODY_LIMIT = 2**20
@@ -41,7 +42,7 @@ JSON_BODY_LIMIT = 2**20
 # template and the bundles' CSS-in-JS; blob: workers: ReDoc's search.
 DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
             "img-src 'self' data:; font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'")
-PROBED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+PROBED_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 
 def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
@@ -55,6 +56,8 @@ def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
         for method in PROBED_METHODS:
             if route.matches({**probe, "method": method})[0] is Match.FULL:
                 methods |= {"GET", "HEAD"} if isinstance(route, Mount) else {method}
+    if "GET" in methods:
+        methods.add("HEAD")  # HeadAsGet answers HEAD wherever GET is
     return sorted(methods | {"OPTIONS"}) if methods else []
 
 
@@ -72,6 +75,25 @@ def error_answer(request: Request, status_code: int, body: dict[str, Any],
             param = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or None
         return openai_error_response(status_code, str(body["error"]), param=param, code=code, headers=headers)
     return JSONResponse(body, status_code=status_code, headers=headers)
+
+
+def keys_optional_in_openapi(app: FastAPI) -> None:
+    """Without keys configured, every operation also accepts no credentials: its security list gains `{}` (an
+    OpenAPI requirement that is always met). Published as required, it told clients and schemathesis a request
+    without a key would be refused, which such a server never does. The bearer scheme stays listed first, so
+    Swagger UI still offers Authorize and sends the key it is given."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            for item in schema.get("paths", {}).values():
+                for operation in item.values():
+                    if isinstance(operation, dict) and operation.get("security"):
+                        operation["security"].append({})
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to change the schema
 
 
 def _single_threaded_math() -> None:
@@ -122,8 +144,8 @@ def create_app(settings: Settings | None = None, *, load_in_background: bool = T
     app.state.service = None
     app.state.startup_error = None
 
-    # add_middleware wraps: the last added runs first. CORS answers preflights and labels every answer (401s
-    # included); then keys, then body limits, all before a route reads the body.
+    # add_middleware wraps: the last added runs first. HEAD becomes GET; CORS answers preflights and labels every
+    # answer (401s included); then keys, then body limits, all before a route reads the body.
     app.add_middleware(BodyLimit, upload_limit=settings.max_upload_bytes * MAX_FILES_PER_UPLOAD + 2**20,
                        json_limit=JSON_BODY_LIMIT, per_file_mb=settings.max_upload_mb)
     app.add_middleware(KeyGuard, settings=settings)
@@ -132,6 +154,7 @@ def create_app(settings: Settings | None = None, *, load_in_background: bool = T
                            allow_methods=["GET", "POST", "DELETE"],
                            allow_headers=["Authorization", "Content-Type", "Accept"],
                            expose_headers=["Retry-After"], max_age=600)
+    app.add_middleware(HeadAsGet)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -191,6 +214,8 @@ def create_app(settings: Settings | None = None, *, load_in_background: bool = T
     default_openapi = app.openapi
     app.openapi = lambda: openai_compat.without_validation_422(default_openapi())  # type: ignore[method-assign]
     mcp_endpoint = mount_mcp(app, build_mcp_server(app_service(app)))  # /mcp: streamable HTTP, outside the OpenAPI
+    if not auth_enabled(settings):
+        keys_optional_in_openapi(app)
 
     if (WEB_DIR / "index.html").exists():
         app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from tests.builders import make_pdf
 from tests.conftest import SAMPLES
 from tests.server import Server
 
@@ -99,15 +100,17 @@ EXPECTED_ERRORS = {
 }
 
 
-def test_openapi_declares_the_bearer_scheme_on_api_routes(client):
-    """The REST API and the OpenAI-compatible API (/v1) take the keys; health and the page do not."""
-    spec = client.get("/openapi.json").json()
+@pytest.mark.parametrize("keys", [True, False])
+def test_openapi_declares_the_bearer_scheme_on_api_routes(open_server, keyed_server, keys):
+    """Required where keys are configured; optional (`{}` beside it) where they are not, as the server behaves."""
+    spec = httpx.get(f"{(keyed_server if keys else open_server).url}/openapi.json").json()
     schemes = spec["components"]["securitySchemes"]
     assert [s["scheme"] for s in schemes.values() if s["type"] == "http"] == ["bearer"]
     name = next(iter(schemes))
+    declared = [{name: []}] if keys else [{name: []}, {}]
     for path, ops in spec["paths"].items():
         for op in ops.values():
-            assert (op.get("security") == [{name: []}]) == path.startswith(("/api/", "/v1/")), path
+            assert (op.get("security") == declared) == path.startswith(("/api/", "/v1/")), path
 
 
 def test_openapi_documents_every_error_with_the_error_shape(client):
@@ -210,7 +213,9 @@ def test_history_is_bounded(client, history, statuses):
     ("/api/v1/ask", {"json": {"question": "What is an RNN?", "stream": 0}}),
     ("/api/v1/ask", {"json": {"question": "What is an RNN?", "top_k": "5"}}),
     ("/api/v1/search", {"json": {"query": "rnn", "top_k": "5"}}),
-    ("/api/v1/search", {"json": {"query": "rnn", "top_k": 5.0}}),
+    ("/api/v1/search", {"json": {"query": "rnn", "top_k": 5.5}}),
+    ("/api/v1/search", {"json": {"query": "rnn", "top_k": True}}),
+    ("/api/v1/search", {"json": {"query": "\x1c\ufeff\u3000"}}),  # blank to JSON Schema's pattern and to Python
     ("/api/v1/search", {"json": {"query": 5}}),
     ("/api/v1/ask", {"json": {"question": "   \n\t "}}),
     ("/api/v1/search", {"json": {"query": " "}}),
@@ -222,12 +227,37 @@ def test_history_is_bounded(client, history, statuses):
     ("/api/v1/documents", {"content": b"--x\r\nnot a part", "headers": {"Content-Type": "multipart/form-data"}}),
     ("/api/v1/documents", {"content": b"garbage", "headers": {"Content-Type": "multipart/form-data; boundary=x"}}),
     ("/api/v1/documents", {"json": {"files": []}}),
+    ("/api/v1/documents", {"files": [("other", ("a.txt", b"x"))]}),  # no part named files: minItems 1
+    ("/api/v1/documents", {"files": [("files", (f"f{i}.txt", b"x")) for i in range(21)]}),  # maxItems 20
 ])
 def test_malformed_or_mistyped_bodies_are_422(client, path, kwargs):
     r = client.post(path, **kwargs)
     assert r.status_code == 422, r.text
     body = r.json()
     assert set(body) == {"error", "detail"} and body["error"]
+
+
+@pytest.mark.parametrize("top_k", [3, 3.0, 3e0])
+def test_integral_numbers_are_integers_as_json_schema_says(client, top_k):
+    """The published schema says "integer", which JSON Schema satisfies with 3.0: the route agrees."""
+    r = client.post("/api/v1/search", json={"query": "attention", "top_k": top_k})
+    assert r.status_code == 200 and len(r.json()["results"]) == 3, r.text
+    r = client.post("/api/v1/ask", json={"question": "What does attention compute?", "top_k": top_k})
+    assert r.status_code == 200 and len(r.json()["sources"]) == 3, r.text
+
+
+def test_published_limits_match_the_routes(client):
+    """What the schema allows the routes take, and what it forbids they refuse: upload count, blank text."""
+    spec = client.get("/openapi.json").json()["components"]["schemas"]
+    files = spec["Body_upload_documents_api_v1_documents_post"]["properties"]["files"]
+    assert (files["minItems"], files["maxItems"]) == (1, 20)
+    pattern = re.compile(spec["SearchRequest"]["properties"]["query"]["pattern"])
+    for blank in ("\x1c", "\ufeff", "\x85 ", "\u3000\t"):  # whitespace to Python or to ECMAScript's \s
+        assert not pattern.search(blank)
+        assert client.post("/api/v1/search", json={"query": blank}).status_code == 422
+    assert pattern.search("\x00") and client.post("/api/v1/search", json={"query": "\x1cRNN\ufeff"}).status_code == 200
+    r = client.post("/api/v1/documents", files=[("files", (f"copy{i}.txt", SAMPLE.read_bytes())) for i in range(20)])
+    assert r.status_code == 200 and len(r.json()["files"]) == 20
 
 
 def test_strict_models_still_take_plain_json(client):
@@ -248,19 +278,79 @@ def test_unknown_document_ids_are_404_naming_them(client, sample_id):
 # 9. Allow lists what the path really supports
 
 @pytest.mark.parametrize(("path", "allow", "wrong"), [
-    ("/api/v1/documents", "GET, OPTIONS, POST", "PUT"),
-    ("/api/v1/documents/abc", "DELETE, GET, OPTIONS", "POST"),
+    ("/api/v1/documents", "GET, HEAD, OPTIONS, POST", "PUT"),
+    ("/api/v1/documents/abc", "DELETE, GET, HEAD, OPTIONS", "POST"),
+    ("/api/v1/documents/abc/pages/1", "GET, HEAD, OPTIONS", "DELETE"),
     ("/api/v1/search", "OPTIONS, POST", "GET"),
+    ("/api/v1/search", "OPTIONS, POST", "HEAD"),
 ])
 def test_options_and_405_list_the_allowed_methods(client, path, allow, wrong):
     r = client.options(path)
     assert r.status_code == 204 and r.headers["allow"] == allow
     r = client.request(wrong, path)
-    assert r.status_code == 405 and r.headers["allow"] == allow and r.json()["error"]
+    assert r.status_code == 405 and r.headers["allow"] == allow
+    assert r.json()["error"] if wrong != "HEAD" else r.content == b""
 
 
 def test_options_on_an_unknown_path_is_404(client):
     assert client.options("/api/v1/nothing-here").status_code == 404
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE"])
+@pytest.mark.parametrize("headers", [STUDENT, ADMIN, {}], ids=["member", "admin", "no-key"])
+def test_a_method_a_path_does_not_have_is_405_before_any_key_check(keyed_server, method, headers):
+    """A member's POST/PUT/DELETE on a page image was 403 "may not upload or delete" (the key check ran before
+    routing): whatever the key, a method the path lacks is 405 with Allow. Methods it has keep their 401/403."""
+    r = httpx.request(method, f"{keyed_server.url}/api/v1/documents/abc/pages/1", headers=headers)
+    assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD, OPTIONS" and r.json()["error"], r.text
+    r = httpx.delete(f"{keyed_server.url}/api/v1/documents/abc", headers=headers)
+    assert r.status_code == {"member": 403, "admin": 404, "no-key": 401}[_kind(headers)], r.text
+
+
+def _kind(headers: dict[str, str]) -> str:
+    return {STUDENT.get("Authorization"): "member", ADMIN.get("Authorization"): "admin"}.get(
+        headers.get("Authorization"), "no-key")
+
+
+def test_an_unknown_path_is_404_with_or_without_a_key(keyed_server):
+    for headers in (STUDENT, {}):
+        assert httpx.post(f"{keyed_server.url}/api/v1/nothing-here", headers=headers).status_code == 404
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/api/v1/documents", "/api/v1/whoami", "/", "/openapi.json",
+                                  "/static/app.js"])
+def test_head_is_answered_wherever_get_is(client, path):
+    get, head = client.get(path), client.head(path)
+    assert get.status_code == head.status_code == 200 and get.content and head.content == b""
+    assert head.headers["content-type"] == get.headers["content-type"]
+    assert head.headers["content-length"] == str(len(get.content))
+
+
+def test_if_none_match_takes_weak_tags_lists_and_star(client):
+    """RFC 9110 13.1.2: If-None-Match compares weakly, may list several tags (in one field or several) or be *."""
+    pdf = make_pdf(["Conditional requests: an ETag names the bytes of a page image, and If-None-Match asks\n"
+                    "whether the copy a client keeps is still current, so the server can answer 304 without a body."])
+    up = client.post("/api/v1/documents", files=[("files", ("etag-check.pdf", pdf))])
+    assert up.status_code == 200, up.text
+    url = f"/api/v1/documents/{up.json()['files'][0]['document_id']}/pages/1"
+    first = client.get(url)
+    etag = first.headers["etag"]
+    assert first.status_code == 200 and etag.startswith('"') and first.content
+    head = client.head(url)
+    assert head.status_code == 200 and head.headers["etag"] == etag and head.content == b""
+    for header in (etag, f"W/{etag}", f'"other", {etag}', f'W/"other",W/{etag}', "*", f'"a,b", {etag},'):
+        r = client.get(url, headers={"If-None-Match": header})
+        assert r.status_code == 304 and r.headers["etag"] == etag and not r.content, header
+    r = client.get(url, headers=[("If-None-Match", '"other"'), ("If-None-Match", f"W/{etag}")])
+    assert r.status_code == 304
+    for header in ('"other"', f'"other" {etag}', etag.strip('"'), f'w/{etag}', ""):
+        r = client.get(url, headers={"If-None-Match": header})
+        assert r.status_code == 200 and r.content == first.content, header
+
+
+def test_head_keeps_the_key_rules(keyed_server):
+    assert httpx.head(f"{keyed_server.url}/api/v1/documents").status_code == 401
+    assert httpx.head(f"{keyed_server.url}/api/v1/documents", headers=STUDENT).status_code == 200
 
 
 # 10. CORS

@@ -1,14 +1,15 @@
-"""Pure ASGI middlewares that must act before a route reads the request body.
+"""Pure ASGI middlewares that act before routing or before a route reads the request body.
 
 Pure ASGI (no BaseHTTPMiddleware): they sit on the search hot path, and BaseHTTPMiddleware costs a task and a
-stream per request. Both answer with the API's JSON error shape `{"error": ...}`, and under /v1 (the
-OpenAI-compatible API) with OpenAI's `{"error": {"message", "type", "param", "code"}}`."""
+stream per request. Those that answer do so with the API's JSON error shape `{"error": ...}`, and under
+/v1 (the OpenAI-compatible API) with OpenAI's `{"error": {"message", "type", "param", "code"}}`."""
 
 from __future__ import annotations
 
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.deps import auth_enabled, bearer_token, key_error
@@ -32,6 +33,16 @@ def keyed_path(path: str) -> bool:
     return path.startswith("/api/") or is_openai_path(path) or path == MCP_PATH or path.startswith(MCP_PATH + "/")
 
 
+def routable(scope: Scope) -> bool:
+    """Whether a route of the app takes this path with this method (else the router answers 404 or 405).
+    `scope["app"]` is the application: Starlette sets it before the middleware stack runs (without one, every
+    request counts as routable, so the keys are checked)."""
+    app = scope.get("app")
+    if app is None:
+        return True
+    return any(route.matches(scope)[0] is Match.FULL for route in app.router.routes)
+
+
 def _json_error(exc: HTTPException, scope: Scope) -> JSONResponse:
     if is_openai_path(route_path(scope)):
         return openai_error_response(exc.status_code, str(exc.detail), headers=exc.headers)
@@ -44,7 +55,12 @@ class KeyGuard:
     The key dependencies only run after FastAPI has parsed the body: a 900 MB upload without a key used to be
     read whole (45 s) before its 401. Here the same rules (deps.key_error) run on the headers alone. Writes to
     /api/v1/documents (upload, delete) are checked for an admin key here too, so a read-only key cannot make
-    the server spool a large upload either. OPTIONS passes: it reveals only the methods, like /openapi.json."""
+    the server spool a large upload either. OPTIONS passes: it reveals only the methods, like /openapi.json.
+
+    A request no route takes (a method the path does not have, a path that does not exist) passes too, so the
+    router answers 405 (with Allow) or 404: a member key's POST to a page image used to get 403 "may not upload
+    or delete", as if the method existed. Every path and method is public in /openapi.json, so this tells a
+    client without a key nothing new. Only a request that is refused pays for the route lookup."""
 
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
@@ -56,10 +72,33 @@ class KeyGuard:
             if keyed_path(path):
                 token = bearer_token(Headers(scope=scope).get("authorization"))
                 write = scope["method"] in WRITE_METHODS and path.startswith(UPLOAD_PATH)
-                if error := key_error(token, self.settings, write=write):
+                if (error := key_error(token, self.settings, write=write)) and routable(scope):
                     await _json_error(error, scope)(scope, receive, send)
                     return
         await self.app(scope, receive, send)
+
+
+class HeadAsGet:
+    """HEAD answered wherever GET is (RFC 9110 9.3.2: the same status and headers, no body).
+
+    FastAPI's routes take only the methods they declare, so HEAD on a GET route was 405. A HEAD request is routed
+    as GET (routes, keys and errors alike: HEAD on a POST-only path is still 405) and its body dropped on the way
+    out; Content-Length stays that of the GET. Outermost, so the other middlewares see GET as well."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_headers_only(msg: Message) -> None:
+            if msg["type"] == "http.response.body":
+                msg = {**msg, "body": b""}
+            await send(msg)
+
+        await self.app({**scope, "method": "GET"}, receive, send_headers_only)
 
 
 class BodyTooLarge(HTTPException):

@@ -4,31 +4,51 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from ingest.public import DocumentInfo, DocumentRefInfo, LocationInfo, Place
 
 MAX_TEXT = 2000
-# Whitespace-only text is refused by a validator; the pattern tells clients (and the fuzzer) the same.
-Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT, json_schema_extra={"pattern": r"\S"})]
+MAX_FILES_PER_UPLOAD = 20  # files in one upload request (minItems 1, maxItems 20 in the schema)
+# Blank is what either side calls whitespace: Python's str.isspace() (which adds \x1c-\x1f and \x85) and
+# ECMAScript's \s, the regex dialect of JSON Schema's `pattern` (which adds \ufeff). A `\S` pattern let "\x1c"
+# through the published schema and then failed the route's strip(); spelt out as one class, the pattern and the
+# validator agree on every character in both engines.
+BLANK = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008" \
+        "\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+NOT_BLANK = r"[^\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]"
+Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT, json_schema_extra={"pattern": NOT_BLANK})]
 HistoryEntry = Annotated[str, Field(max_length=MAX_TEXT)]
 DocumentId = Annotated[str, Field(min_length=1, max_length=64)]  # ours are 16 hex digits, h2oGPTe's UUIDs
 
 
 def _not_blank(value: str) -> str:
-    if not value.strip():
+    stripped = value.strip(BLANK)
+    if not stripped:
         raise ValueError("must not be blank")
-    return value.strip()
+    return stripped
+
+
+def _integral(value: Any) -> Any:
+    """JSON Schema's "integer" is any number with a zero fractional part, so `14.0` is valid where the published
+    schema says integer (and clients serialising numbers as doubles send it): it is taken as 14. `14.5`, `"14"`
+    and `true` still get a 422 (the models are strict)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# Constraints before the validator: after it, pydantic publishes them as "ge"/"le" instead of minimum/maximum.
+TopK = Annotated[int, Field(ge=1, le=50), BeforeValidator(_integral)]
 
 
 # Request models are strict: JSON gives every field its real type, so `"top_k": "5"` or `"stream": 0` is a
-# client bug to report (422), not a value to guess at. JSON strings still validate as str fields.
+# client bug to report (422), not a value to guess at. JSON strings still validate as str fields; integral
+# numbers (14.0) as integers, as JSON Schema's "integer" says.
 class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={
         "examples": [{"query": "what does the forget gate in an LSTM do?", "top_k": 5}]})
 
     query: Text = Field(..., description="What to look for.")
-    top_k: int = Field(5, ge=1, le=50)
+    top_k: TopK = 5
     document_ids: list[DocumentId] | None = Field(None, max_length=500,
                                                   description="Only search these documents (404 if one is unknown).")
 
@@ -42,7 +62,7 @@ class AskRequest(BaseModel):
                      {"question": "Why do vanilla RNNs suffer from vanishing gradients?", "stream": True}]})
 
     question: Text
-    top_k: int | None = Field(None, ge=1, le=50)
+    top_k: TopK | None = None
     document_ids: list[DocumentId] | None = Field(None, max_length=500,
                                                   description="Only use these documents (404 if one is unknown).")
     history: list[HistoryEntry] | None = Field(None, max_length=20,
@@ -131,6 +151,33 @@ class ErrorResponse(BaseModel):
     error: str = Field(description="What went wrong, in one sentence.")
     detail: Any = Field(None, description="Structured detail where there is some: the validation errors of a 422, "
                         "the per-file reasons of an upload that ingested nothing, the unknown document ids of a 404.")
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Ready(BaseModel):
+    """GET /readyz when ready: the process id and the store's own figures (documents, chunks, ...)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    status: Literal["ready"]
+    pid: int
+
+
+class ModelsPublic(BaseModel):
+    backend: str
+    models: list[str]
+
+
+class WhoAmI(BaseModel):
+    auth_required: bool = Field(description="Whether /api routes need a key on this server.")
+    can_write: bool = Field(description="Whether this key may upload and delete documents.")
+
+
+class Deleted(BaseModel):
+    deleted: str = Field(description="The id of the deleted document.")
 
 
 class NotReady(BaseModel):

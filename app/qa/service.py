@@ -17,6 +17,13 @@ from ingest.public import DocumentInfo
 MANY_IDS = 8
 
 
+def could_name_a_document(doc_id: str) -> bool:
+    """False for an id no store can hold: one with a NUL (ids are hex digests or UUIDs). The API's schema allows
+    any string, and PostgreSQL text cannot even carry a NUL to compare: such an id was a 500 (psycopg DataError)
+    on store=postgres; it is an unknown document, 404, like any other."""
+    return "\x00" not in doc_id
+
+
 def retrieval_query(question: str, history: Sequence[str] | None) -> str:
     """Follow-ups ("and what about the GRU?") retrieve with the previous question as context."""
     if not history:
@@ -115,10 +122,10 @@ class QAService:
         return self.store.documents()
 
     def document(self, doc_id: str) -> DocumentInfo | None:
-        return self.store.document(doc_id)
+        return self.store.document(doc_id) if could_name_a_document(doc_id) else None
 
     def delete(self, doc_id: str) -> bool:
-        return self.store.delete(doc_id)
+        return self.store.delete(doc_id) if could_name_a_document(doc_id) else False
 
     def unknown_documents(self, ids: Sequence[str]) -> list[str]:
         """The ids that name no document, in request order. A few ids are looked up one by one; more in one
@@ -127,7 +134,7 @@ class QAService:
         if len(wanted) > MANY_IDS:
             known = {d.id for d in self.store.documents()}
             return [i for i in wanted if i not in known]
-        return [i for i in wanted if self.store.document(i) is None]
+        return [i for i in wanted if not could_name_a_document(i) or self.store.document(i) is None]
 
     def page_image(self, doc_id: str, page: int, size: str) -> PageImage:
         """Page or slide `page` (1-based) of a document as a PNG (size thumb|full). Raises NoPreview (none can be

@@ -9,7 +9,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from app.api.deps import KeyDep, ServiceDep, require_known_documents
-from app.api.schemas import AskRequest, AskResponse, error_responses
+from app.api.schemas import AskRequest, AskResponse, ModelsPublic, error_responses
 from app.qa.service import AskResult
 
 router = APIRouter(prefix="/api/v1", tags=["ask"])
@@ -45,7 +45,7 @@ async def ask(body: AskRequest, request: Request, service: ServiceDep, _: KeyDep
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-@router.get("/models", summary="Models of the configured answer backend",
+@router.get("/models", response_model=ModelsPublic, summary="Models of the configured answer backend",
             responses=error_responses(401, 502, 503))
 async def models(service: ServiceDep, _: KeyDep) -> dict[str, Any]:
     try:

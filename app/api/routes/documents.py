@@ -7,7 +7,16 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import AdminDep, KeyDep, ServiceDep, SettingsDep, bearer_token, can_write, job_owner
-from app.api.schemas import DocumentPublic, DocumentsPublic, JobPublic, UploadResponse, error_responses
+from app.api.schemas import (
+    MAX_FILES_PER_UPLOAD,
+    Deleted,
+    DocumentPublic,
+    DocumentsPublic,
+    JobPublic,
+    UploadResponse,
+    WhoAmI,
+    error_responses,
+)
 from ingest.errors import UnsupportedFileType
 from ingest.loaders import kind_for_name
 from ingest.names import display_name
@@ -39,7 +48,7 @@ async def get_document(doc_id: str, service: ServiceDep, _: KeyDep) -> Any:
     return doc
 
 
-@router.delete("/documents/{doc_id}", summary="Delete a document and its chunks",
+@router.delete("/documents/{doc_id}", response_model=Deleted, summary="Delete a document and its chunks",
                responses=error_responses(401, 403, 404, 422, 503, e404="No such document"))
 async def delete_document(doc_id: str, service: ServiceDep, _: AdminDep) -> dict[str, Any]:
     if not await run_in_threadpool(service.delete, doc_id):
@@ -52,7 +61,10 @@ async def delete_document(doc_id: str, service: ServiceDep, _: AdminDep) -> dict
                                           e422="A malformed body, or no file could be ingested (per-file reasons)"),
                         202: {"model": JobPublic, "description": "Queued for the ingest workers (store=postgres): "
                               "follow the job at the Location header, GET /api/v1/jobs/{id}"}})
-async def upload_documents(files: Annotated[list[UploadFile], File(description="PDF, PPTX, DOCX, MD, HTML, TXT")],
+async def upload_documents(files: Annotated[list[UploadFile], File(
+                               min_length=1, max_length=MAX_FILES_PER_UPLOAD,
+                               description="PDF, PPTX, DOCX, MD, HTML, TXT: the type is read from each file name's "
+                               "extension (none supported: 415; none could be parsed: 422 with per-file reasons)")],
                            request: Request, service: ServiceDep, settings: SettingsDep, _: AdminDep) -> Any:
     limit = settings.max_upload_bytes
     sources: list[SourceFile] = []
@@ -88,6 +100,7 @@ async def upload_documents(files: Annotated[list[UploadFile], File(description="
     return body
 
 
-@router.get("/whoami", summary="What this key may do (used by the web page)", responses=error_responses(401))
+@router.get("/whoami", response_model=WhoAmI, summary="What this key may do (used by the web page)",
+            responses=error_responses(401))
 async def whoami(request: Request, settings: SettingsDep, token: KeyDep) -> dict[str, Any]:
     return {"auth_required": bool(settings.api_key_set), "can_write": can_write(token, settings)}

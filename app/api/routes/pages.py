@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
+from app.api.conditional import none_match
 from app.api.deps import KeyDep, ServiceDep
 from app.api.schemas import error_responses
 from app.previews import NoPreview, NotReady
@@ -16,7 +17,7 @@ CACHE_CONTROL = "private, max-age=86400"  # a document id names fixed bytes: its
 
 PNG_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {"content": {"image/png": {}}, "description": "The page as a PNG image"},
-    304: {"description": "Not modified (If-None-Match matched the ETag)"},
+    304: {"description": "Not modified: If-None-Match matched the ETag (weak comparison; a list, or *)"},
 }
 
 
@@ -45,6 +46,6 @@ async def page_image(
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, {"message": str(exc), "reason": exc.reason},
                             headers={"Retry-After": str(exc.retry_after)}) from None
     headers = {"Cache-Control": CACHE_CONTROL, "ETag": image.etag}
-    if request.headers.get("if-none-match") == image.etag:
+    if none_match(request.headers.getlist("if-none-match"), image.etag):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
     return Response(image.data, media_type=image.media_type, headers=headers)
