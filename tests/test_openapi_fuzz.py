@@ -14,7 +14,9 @@ One exception is configured, with its own check: an upload's positive data may b
 no schema can say which bytes are a lecture (the type comes from the file name's extension, which multipart
 OpenAPI cannot constrain, and schemathesis names every part "files"; an empty or unparsable file ingests
 nothing). `upload_rejections_are_about_content` makes sure such an answer is that per-file verdict, never a
-complaint about the request's shape.
+complaint about the request's shape. Likewise a chat completion's positive data may be answered 400 when its
+conversation does not end in a user's question (JSON Schema cannot constrain a list's last item):
+`chat_rejections_are_about_the_conversation` checks such a 400 names `messages`.
 
 The same runs as an admin over store=postgres with a worker (pgserver; skipped, saying why, without it).
 
@@ -51,6 +53,7 @@ MEMBER = "Bearer member-key"
 SEED = 20261204
 EXAMPLES = 50
 UPLOAD = "POST /api/v1/documents"
+CHAT = "POST /v1/chat/completions"
 # Checks whose failure means a response is off the published contract.
 CONFORMANCE = {"status_code_conformance", "content_type_conformance", "response_headers_conformance",
                "response_schema_conformance", "allow_header_conformance", "unsupported_method"}
@@ -68,6 +71,19 @@ def upload_rejections_are_about_content(ctx, response, case) -> None:
     elif response.status_code == 422:
         files = response.json()["detail"]["files"]
         assert files and all(f["status"] == "skipped" and f["reason"] for f in files), response.text
+
+
+@schemathesis.check
+def chat_rejections_are_about_the_conversation(ctx, response, case) -> None:
+    """A schema-valid chat request refused 400 is refused for what its conversation says (the last message is not
+    a user's question, or the question is blank or too long: rules of the conversation that JSON Schema cannot
+    state over a list's last item), in OpenAI's error shape and naming `messages`; never for its shape."""
+    meta = case.meta
+    if case.operation.label != CHAT or meta is None or not meta.generation.mode.is_positive:
+        return
+    if response.status_code == 400:
+        error = response.json()["error"]
+        assert error["type"] == "invalid_request_error" and error["param"] == "messages", response.text
 
 
 def config(authorization: str | None) -> SchemathesisConfig:
@@ -88,6 +104,11 @@ enabled = false
 include-name = "{UPLOAD}"  # one filter: include-path with include-method matched POST /search too (ORed)
 [operations.checks.positive_data_acceptance]
 expected-statuses = ["2xx", "401", "403", "415", "422"]
+
+[[operations]]
+include-name = "{CHAT}"
+[operations.checks.positive_data_acceptance]
+expected-statuses = ["2xx", "400", "401", "403", "404"]
 """
     if authorization:
         toml += f'\n[headers]\nAuthorization = "{authorization}"\n'
@@ -112,7 +133,8 @@ class Run:
         return {"requests": self.requests, "positive": self.modes["positive"], "negative": self.modes["negative"],
                 "5xx": sum(n for s, n in self.statuses.items() if s >= 500),
                 "schema violations": self.count(*CONFORMANCE),
-                "rejected valid": self.count("positive_data_acceptance", "upload_rejections_are_about_content"),
+                "rejected valid": self.count("positive_data_acceptance", "upload_rejections_are_about_content",
+                                              "chat_rejections_are_about_the_conversation"),
                 "accepted invalid": self.count("negative_data_rejection"),
                 "failed checks": sum(len(v) for v in self.failures.values())}
 
