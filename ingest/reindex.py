@@ -36,7 +36,9 @@ class ReindexReport:
 
 def _encode(encoder: PassageEncoder, todo: list[tuple[str, str]], model: str, progress: Progress | None,
             batch: int = 64) -> dict[str, np.ndarray]:
-    order = sorted(range(len(todo)), key=lambda i: len(todo[i][1]))  # similar lengths share a batch
+    # similar lengths share a batch; ties by chunk id, so two stores holding the same chunks get the same batches
+    # (the int8 graph quantises its activations per batch: a vector depends slightly on its batch-mates)
+    order = sorted(range(len(todo)), key=lambda i: (len(todo[i][1]), todo[i][0]))
     out: dict[str, np.ndarray] = {}
     for start in range(0, len(order), batch):
         idx = order[start : start + batch]

@@ -167,7 +167,7 @@ def test_postgres_library_records_its_model_and_is_reindexed_like_the_local_one(
     from ingest.reindex import reindex
 
     files, _ = collect_paths([SAMPLES])
-    lib = PgLibrary(pg_url, dim=embedder.dim, data_dir=tmp_path / "scratch")
+    lib = PgLibrary(pg_url, dim=embedder.dim, data_dir=tmp_path / "scratch", token_codec="int8")  # as local
     assert Pipeline(lib, embedder, pack_tokens=lib.codec.encode).ingest(files).error is None
     assert lib.dense_model() == "minilm"
     with pytest.raises(DenseModelMismatch, match="lecture-qa reindex"):
@@ -183,8 +183,9 @@ def test_postgres_library_records_its_model_and_is_reindexed_like_the_local_one(
     settings = Settings(store="postgres", database_url=pg_url, data_dir=tmp_path / "scratch2", dense_model="both",
                         pg_token_codec="int8")
     pg = build_postgres_store(settings, embedder)
-    local = build_local_store(Settings(data_dir=tmp_path / "local", dense_model="both"), embedder)
-    local.ingest(files)
+    local_lib = _minilm_library(tmp_path / "local", embedder, files)  # re-embedded as the database was: the same
+    reindex(local_lib, "both", {"bge-small": bge})  # batches, the same int8 vectors
+    local = build_local_store(Settings(data_dir=tmp_path / "local" / "data", dense_model="both"), embedder)
     assert local.library.snapshot().extra["bge-small"].ntotal == pg.stats()["passages"]
     for q in ("what does the forget gate in an LSTM do?", "why do transformers need positional encodings?",
               "how is attention computed in the seq2seq decoder"):
