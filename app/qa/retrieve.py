@@ -74,6 +74,7 @@ class Retriever:
         self.library = library
         self.embedder = embedder
         self.dense_encoders = dict(dense_encoders or {})  # query encoders of the models besides MiniLM
+        self._warned: set[str] = set()  # library choices this process cannot fully search, logged once each
         self.keyword_weight = keyword_weight
         self.max_exhaustive = max_exhaustive
         self.candidates = candidates
@@ -160,7 +161,8 @@ class Retriever:
             elif model in self.dense_encoders and model in snap.extra:
                 qv = self.dense_encoders[model].encode_queries([query])[0]
                 out[model] = self._dense(snap, qv, exhaustive=exhaustive, model=model)
-            else:
+            elif snap.dense_model not in self._warned:
+                self._warned.add(snap.dense_model)
                 log.warning("the library is embedded for %s; this process has no %s query encoder: restart it with "
                             "LECTURE_QA_DENSE_MODEL=%s", snap.dense_model, model, snap.dense_model)
         if not out:

@@ -117,6 +117,7 @@ class PostgresStore(PipelineDocuments):
         self.candidates = candidates
         self._names: tuple[int, _DbSourceNames] | None = None
         self._samples: dict[str, tuple[int, np.ndarray]] = {}
+        self._warned: set[str] = set()
 
     # ---- per-generation state ------------------------------------------------------------------------------
     def _meta(self) -> dict[str, str]:
@@ -153,7 +154,8 @@ class PostgresStore(PipelineDocuments):
         """The dense models of the database's recorded choice that this process can encode queries for."""
         choice = meta.get("dense_model", MINILM_KEY)
         models = [m for m in dense_lists(choice) if m == MINILM_KEY or m in self.dense_encoders]
-        if len(models) < len(dense_lists(choice)):
+        if len(models) < len(dense_lists(choice)) and choice not in self._warned:
+            self._warned.add(choice)
             log.warning("the database is embedded for %s; restart with LECTURE_QA_DENSE_MODEL=%s", choice, choice)
         return models or [MINILM_KEY]
 
