@@ -259,7 +259,7 @@ def cmd_reindex(args: argparse.Namespace) -> int:
         close = getattr(library, "close", None)
         if close is not None:
             close()
-    encoded = ", ".join(f"{m}: {n} passages encoded" for m, n in report.encoded.items()) or "nothing to encode"
+    encoded = ", ".join(f"{m}: {n} chunks given a vector" for m, n in report.encoded.items()) or "nothing to encode"
     dropped = f"; dropped the {', '.join(report.dropped)} vectors" if report.dropped else ""
     print(f"dense model: {report.before} -> {report.after} ({encoded}{dropped})")
     return 0

@@ -30,23 +30,28 @@ Progress = Callable[[str, int, int], None]
 class ReindexReport:
     before: str
     after: str
-    encoded: dict[str, int]
+    encoded: dict[str, int]  # model -> chunks given a vector (texts that occur twice are encoded once)
     dropped: list[str]
 
 
 def _encode(encoder: PassageEncoder, todo: list[tuple[str, str]], model: str, progress: Progress | None,
             batch: int = 64) -> dict[str, np.ndarray]:
-    # similar lengths share a batch; ties by chunk id, so two stores holding the same chunks get the same batches
-    # (the int8 graph quantises its activations per batch: a vector depends slightly on its batch-mates)
-    order = sorted(range(len(todo)), key=lambda i: (len(todo[i][1]), todo[i][0]))
+    # one encode per distinct text; similar lengths share a batch, ties by text, so two stores holding the same
+    # chunks get the same batches (the int8 graph quantises its activations per batch: a vector depends slightly
+    # on its batch-mates)
+    by_text: dict[str, list[str]] = {}
+    for cid, text in todo:
+        by_text.setdefault(text, []).append(cid)
+    texts = sorted(by_text, key=lambda t: (len(t), t))
     out: dict[str, np.ndarray] = {}
-    for start in range(0, len(order), batch):
-        idx = order[start : start + batch]
-        vecs = encoder.encode([todo[i][1] for i in idx], batch_size=16)
-        out.update((todo[i][0], v) for i, v in zip(idx, vecs, strict=True))
+    for start in range(0, len(texts), batch):
+        part = texts[start : start + batch]
+        vecs = encoder.encode(part, batch_size=16)
+        for text, v in zip(part, vecs, strict=True):
+            out.update((cid, v) for cid in by_text[text])
         if progress:
-            progress(model, min(start + batch, len(todo)), len(todo))
-    if progress and not todo:
+            progress(model, min(start + batch, len(texts)), len(texts))
+    if progress and not texts:
         progress(model, 0, 0)
     return out
 
