@@ -29,11 +29,14 @@ def _location(loc: dict[str, Any]) -> str:
     return location_label(loc)
 
 
-def _service(args: argparse.Namespace) -> QAService:
+def _service(args: argparse.Namespace, *, warm: bool = True) -> QAService:
+    """`warm=False` for commands that only read or change the library's records (documents, delete): no index is
+    opened and no model session made, so they answer in well under a second."""
     from app.backends import build_service
 
     service = build_service(_settings(args))
-    service.warm_up()
+    if warm:
+        service.warm_up()
     return service
 
 
@@ -163,7 +166,7 @@ def _print_report(args: argparse.Namespace, where: str, report: Report, missing:
 
 
 def cmd_documents(args: argparse.Namespace) -> int:
-    with _service(args) as service:
+    with _service(args, warm=False) as service:
         docs = service.documents()
     if args.json:
         print(json.dumps([d.public() for d in docs], indent=2))
@@ -176,7 +179,7 @@ def cmd_documents(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    with _service(args) as service:
+    with _service(args, warm=False) as service:
         if service.delete(args.doc_id):
             print(f"deleted {args.doc_id}")
             return 0
