@@ -225,12 +225,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from app.qa.evaluate import evaluate_sets
+    from app.qa.evaluate import evaluate_sets, format_tables
 
     with _service(args) as service:
         results = evaluate_sets(service, [Path(p) for p in args.qa], with_answers=not args.search_only,
                                 explain=args.explain)
-    print(json.dumps(results if len(results) > 1 else next(iter(results.values())), indent=2))
+    if args.json:
+        print(json.dumps(results if len(results) > 1 else next(iter(results.values())), indent=2))
+    else:
+        print(format_tables(results))
     return 0
 
 
@@ -285,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--search-only", action="store_true", help="skip the refusal part (faster)")
     p.add_argument("--explain", action="store_true",
                    help="list each question with its rank and what the answerer decided, and why")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON (for scripts) instead of tables")
     p.set_defaults(func=cmd_eval)
     return parser
 
