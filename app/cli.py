@@ -45,7 +45,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     from ingest.pipeline import collect_paths
 
-    files, missing = collect_paths(args.paths)
+    excluded: list[str] = []
+    files, missing = collect_paths(args.paths, exclude=args.exclude, excluded=excluded)
+    if excluded:
+        shown = ", ".join(excluded[:5]) + (f" and {len(excluded) - 5} more" if len(excluded) > 5 else "")
+        print(f"left out {len(excluded)} files (.lectureqaignore or --exclude): {shown}", file=sys.stderr)
     if not files and not missing:
         print("no supported files found (pdf, pptx, docx, md, html, txt)", file=sys.stderr)
         return 1
@@ -250,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queue", action="store_true", help="queue one job for `lecture-qa worker`s instead of "
                    "ingesting here (store=postgres); prints the job id")
     p.add_argument("--wait", action="store_true", help="with --queue: wait for the job and print its report")
+    p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                   help="leave out files of the folders given that match this gitignore-style glob (repeatable), "
+                   "e.g. --exclude README.md --exclude 'drafts/'; a .lectureqaignore file in a folder does the same")
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("worker", parents=[common], help="process queued ingest jobs (store=postgres)")
