@@ -29,11 +29,14 @@ def _location(loc: dict[str, Any]) -> str:
     return location_label(loc)
 
 
-def _service(args: argparse.Namespace) -> QAService:
+def _service(args: argparse.Namespace, *, warm: bool = True) -> QAService:
+    """`warm=False` for commands that only read or change the library's records (documents, delete): no index is
+    opened and no model session made, so they answer in well under a second."""
     from app.backends import build_service
 
     service = build_service(_settings(args))
-    service.warm_up()
+    if warm:
+        service.warm_up()
     return service
 
 
@@ -42,7 +45,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     from ingest.pipeline import collect_paths
 
-    files, missing = collect_paths(args.paths)
+    excluded: list[str] = []
+    files, missing = collect_paths(args.paths, exclude=args.exclude, excluded=excluded)
+    if excluded:
+        shown = ", ".join(excluded[:5]) + (f" and {len(excluded) - 5} more" if len(excluded) > 5 else "")
+        print(f"left out {len(excluded)} files (.lectureqaignore or --exclude): {shown}", file=sys.stderr)
     if not files and not missing:
         print("no supported files found (pdf, pptx, docx, md, html, txt)", file=sys.stderr)
         return 1
@@ -186,7 +193,7 @@ def _print_report(args: argparse.Namespace, where: str, report: Report, missing:
 
 
 def cmd_documents(args: argparse.Namespace) -> int:
-    with _service(args) as service:
+    with _service(args, warm=False) as service:
         docs = service.documents()
     if args.json:
         print(json.dumps([d.public() for d in docs], indent=2))
@@ -199,7 +206,7 @@ def cmd_documents(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    with _service(args) as service:
+    with _service(args, warm=False) as service:
         if service.delete(args.doc_id):
             print(f"deleted {args.doc_id}")
             return 0
@@ -253,12 +260,15 @@ def cmd_mcp(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from app.qa.evaluate import evaluate_sets
+    from app.qa.evaluate import evaluate_sets, format_tables
 
     with _service(args) as service:
         results = evaluate_sets(service, [Path(p) for p in args.qa], with_answers=not args.search_only,
                                 explain=args.explain)
-    print(json.dumps(results if len(results) > 1 else next(iter(results.values())), indent=2))
+    if args.json:
+        print(json.dumps(results if len(results) > 1 else next(iter(results.values())), indent=2))
+    else:
+        print(format_tables(results))
     return 0
 
 
@@ -309,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queue", action="store_true", help="queue one job for `lecture-qa worker`s instead of "
                    "ingesting here (store=postgres); prints the job id")
     p.add_argument("--wait", action="store_true", help="with --queue: wait for the job and print its report")
+    p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                   help="leave out files of the folders given that match this gitignore-style glob (repeatable), "
+                   "e.g. --exclude README.md --exclude 'drafts/'; a .lectureqaignore file in a folder does the same")
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("worker", parents=[common], help="process queued ingest jobs (store=postgres)")
@@ -351,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--search-only", action="store_true", help="skip the refusal part (faster)")
     p.add_argument("--explain", action="store_true",
                    help="list each question with its rank and what the answerer decided, and why")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON (for scripts) instead of tables")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("reindex", parents=[common], help="re-embed the library for LECTURE_QA_DENSE_MODEL "

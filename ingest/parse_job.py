@@ -103,7 +103,8 @@ _ocr_warned = False
 
 
 def _warn_once_without_ocr() -> None:
-    """OCR is on but cannot run (no tesseract): said once per process, not per file."""
+    """OCR is on but cannot run (no tesseract): said once per process, when the first file is parsed (not when a
+    pipeline is built: every CLI command builds one, and `documents` or `ask` parse nothing)."""
     global _ocr_warned
     from ingest.ocr import unavailable_reason
 
@@ -124,10 +125,10 @@ class FileParser:
         self.runner = shared_runner(tokenizer, timeout_s, memory_mb) if isolate and tokenizer is not None else None
         if isolate and tokenizer is None:
             log.warning("the embedder has no tokenizers.Tokenizer: files are parsed in this process, unisolated")
-        if settings.ocr:
-            _warn_once_without_ocr()
 
     def parse(self, name: str, data: bytes) -> ParsedFile:
+        if self.settings.ocr and not _ocr_warned:
+            _warn_once_without_ocr()
         if self.runner is None:
             return parse_file(name, data, self.settings, self.count_tokens)
         return self.runner.call(worker_parse, name, data, self.settings)

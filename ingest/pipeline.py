@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from ingest.chunking import Chunker
 from ingest.dedupe import NearDuplicates, link_near_duplicates, numbers_agree, word_bags
 from ingest.embedding import Embedder, PassageEncoder
 from ingest.errors import FileTooLarge, IngestError, StorageUnavailable
+from ingest.ignore import Ignore
 from ingest.library import ChunkRow, DocumentRecord, Library, Writer, now_iso
 from ingest.loaders import SUPPORTED_SUFFIXES, kind_for_name
 from ingest.names import display_name
@@ -108,20 +109,27 @@ class Report:
                 "generation": self.generation, "files": [f.public() for f in self.files]}
 
 
-def collect_paths(paths: Iterable[str | Path]) -> tuple[list[SourceFile], list[FileResult]]:
+def collect_paths(paths: Iterable[str | Path], *, exclude: Sequence[str] = (),
+                  excluded: list[str] | None = None) -> tuple[list[SourceFile], list[FileResult]]:
     """Files and folders (recursive) -> supported files named relative to the folder given (ingest.names); the
     rest reported. A folder's files never lead out of it: a symbolic link that resolves outside the folder is
     skipped with a reason, and links to folders are not followed. A file named on the command line is read
-    wherever it points: the user chose it."""
+    wherever it points: the user chose it. In folders, files matched by a `.lectureqaignore` or an `exclude`
+    glob (ingest.ignore) are left out, their paths appended to `excluded` when given."""
     found: list[SourceFile] = []
     skipped: list[FileResult] = []
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
             root = Path(os.path.realpath(p))
+            ignore = Ignore(p, exclude)
             for f in sorted(p.rglob("*")):
                 rel = f.relative_to(p)
                 if any(part.startswith(".") for part in rel.parts) or f.suffix.lower() not in SUPPORTED_SUFFIXES:
+                    continue
+                if ignore.excluded(rel.as_posix()):
+                    if excluded is not None:
+                        excluded.append(str(f))
                     continue
                 name = display_name(rel.as_posix()) or f"unnamed{f.suffix.lower()}"
                 target = Path(os.path.realpath(f))

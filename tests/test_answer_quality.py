@@ -135,3 +135,17 @@ def test_eval_scores_several_sets_with_kinds(sample_store, embedder, tmp_path):
     assert out["a.jsonl"]["recall@5_by_kind"] == {"factual": "1/1"}
     assert out["b.jsonl"]["refused_unanswerable"] == "1/1"
     assert out["b.jsonl"]["decisions"][0]["why"].startswith("refuse")
+
+
+def test_a_wrapped_line_that_starts_with_a_bracket_continues_its_sentence():
+    # examples/lectures/04-attention-notes.txt wraps "Multiplicative" + "(bilinear) attention inserts ...": the
+    # answer quoted "(bilinear) attention inserts a learned matrix between them." without its first word
+    text = (SAMPLES / "04-attention-notes.txt").read_text()
+    para = text[text.index("Scoring functions."):text.index("From attention")]
+    assert "Multiplicative\n(bilinear)" in para
+    sents = sentences_of(para)
+    assert "Multiplicative (bilinear) attention inserts a learned matrix between them." in sents
+    assert not any(s.startswith("(bilinear)") for s in sents)
+    # an enumerator in brackets still starts an item of its own
+    assert sentences_of("Three kinds of scores\n(a) dot product of states\n(b) a bilinear form x W y") == [
+        "Three kinds of scores", "(a) dot product of states", "(b) a bilinear form x W y"]

@@ -35,6 +35,23 @@ def test_ingest_documents_ask_delete(tmp_path):
     assert ask.returncode == 0
     assert "[1] 03-lstm-and-gru.pptx, slide 3" in ask.stdout
 
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("\n".join(json.dumps(q) for q in [
+        {"id": "q1", "question": "Why does a recurrent network carry a hidden state?", "kind": "conceptual",
+         "answer": "So the output at step t can depend on everything seen so far.",
+         "evidence": [{"doc": "01-recurrent-networks.md", "quote": "carries a hidden state from step to step"}]},
+        {"id": "q2", "question": "Who won the 1998 football world cup?", "answerable": False}]) + "\n")
+    tables = cli("eval", str(qa), data_dir=data)
+    assert tables.returncode == 0, tables.stderr
+    lines = tables.stdout.splitlines()  # tables, as the README shows them, not JSON
+    assert "| set | questions | answerable | recall@1 | recall@3 | recall@5 | recall@10 | MRR@10 |" in lines
+    row = next(ln for ln in lines if ln.startswith("| qa.jsonl | 2 | 1 |"))
+    assert row.endswith("| 1.00 | 1.00 |")  # hit within 10 (and MRR shown with two decimals)
+    assert any(ln.startswith("| qa.jsonl | 1/1 | 1/1 |") for ln in lines), tables.stdout
+    assert "| set | conceptual |" in lines
+    machine = json.loads(cli("eval", str(qa), "--json", data_dir=data).stdout)
+    assert machine["questions"] == 2 and machine["recall@10"] == 1.0 and machine["refused_unanswerable"] == "1/1"
+
     doc_id = next(d["id"] for d in listed if d["name"] == "03-lstm-and-gru.pptx")
     assert cli("delete", doc_id, data_dir=data).returncode == 0
     assert cli("delete", doc_id, data_dir=data).returncode == 1

@@ -104,9 +104,14 @@ def test_without_tesseract_ocr_is_skipped_with_a_reason(monkeypatch, tmp_path, c
     monkeypatch.setattr(parse_job, "_ocr_warned", False)
     settings = parse_job.ParseSettings(MAX_UNPACKED, ocr=True)
     with caplog.at_level(logging.WARNING, logger="ingest.parse_job"):
-        for _ in range(3):  # pipelines built again and again: said once
-            parse_job.FileParser(settings, lambda texts: [len(t) for t in texts], tokenizer=None, isolate=False)
+        parsers = [parse_job.FileParser(settings, lambda texts: [len(t) for t in texts], tokenizer=None,
+                                        isolate=False) for _ in range(3)]
+        built = [r.getMessage() for r in caplog.records if "tesseract" in r.getMessage()]
+        for parser in parsers:  # pipelines built again and again, each parsing files: said once
+            parser.parse("notes.md", b"# LSTM\n\nThe forget gate erases the cell state.")
+            parser.parse("deck.pptx", ocr_deck())
     said = [r.getMessage() for r in caplog.records if "tesseract" in r.getMessage()]
+    assert built == []  # building a pipeline (every CLI command does) says nothing: only parsing a file does
     assert said == [reason]
 
 

@@ -224,6 +224,13 @@ INJECTION = ("Zorblax filter notes\n\n"
              "The zorblax filter keeps <img src=x onerror=\"window.__pwned=1\"> and "
              "<script>window.__pwned=2</script> in its log as plain text.\n"
              "A zorblax link [open it](javascript:window.__pwned=3) is not followed.\n")
+GLIMMER = ("Notes on the Glimmer cell\n\n"
+           "The Glimmer cell is a recurrent unit that mixes the previous hidden\n"
+           "state \\(h_{t-1}\\) with the current input \\(x_t\\) through a single gate\n"
+           "\\(g_t\\), which decides how much of the old state survives each step.\n\n"
+           "Its update is written\n"
+           "\\[ h_t = g_t \\odot h_{t-1} + (1 - g_t) \\odot x_t \\]\n"
+           "so the gate interpolates between the memory and the input.\n")
 PDF_DECK = [
     "Beam search decoding\nBeam search keeps the k most probable partial translations at every decoding step.\n"
     "A beam width of one is greedy decoding.",
@@ -244,7 +251,8 @@ def rich_server(tmp_path_factory):
     handout = make_pdf(["Decoding handout\nThe decoder of a translation model writes one token at a time."] + PDF_DECK)
     files += [("07-decoding.pdf", deck), ("07-decoding-handout.pdf", handout),
               ("clipping-notes.md", MATH_NOTES.encode()), ("zorblax.txt", INJECTION.encode()),
-              (LONG_NAME, b"The midterm seating plan lists each student's room and row.\n")]
+              (LONG_NAME, b"The midterm seating plan lists each student's room and row.\n"),
+              ("glimmer-notes.txt", GLIMMER.encode())]
     response = httpx.post(f"{srv.url}/api/v1/documents", files=[("files", f) for f in files], timeout=180)
     assert response.status_code == 200, response.text
     assert all(f["status"] == "ingested" for f in response.json()["files"]), response.text
@@ -283,6 +291,29 @@ def test_markdown_and_math_are_rendered(rich_page):
     # the dangling "Source:" line that closes the section is not shown
     assert not shown.rstrip().endswith("Source:")
     assert "**" not in turn.locator(".answer").inner_text()
+
+
+def test_plain_text_wraps_into_paragraphs_and_latex_delimiters_render(rich_page):
+    turn = ask(rich_page, "How does the Glimmer cell mix the previous hidden state with the current input?",
+               ".grounded")
+    item = passage_of(turn, "glimmer-notes.txt")
+    text = item.locator(".source-text")
+    # the .txt file's hard-wrapped lines are one paragraph, not a line each
+    assert text.locator("br").count() == 0
+    first = next(p for p in text.locator("p").all_inner_texts() if "Glimmer cell is" in p)
+    assert "mixes the previous hidden state" in first and "survives each step" in first
+    # \(...\) renders inline, \[...\] as a display
+    assert text.locator(".katex-display").count() == 1
+    assert text.locator(".katex").count() >= 4
+    sources = text.locator(".katex annotation").all_text_contents()
+    assert "h_{t-1}" in sources and "x_t" in sources and "g_t" in sources
+    shown = text.inner_text()
+    for raw in ("\\(", "\\)", "\\[", "\\]", "h_{t-1}", "\\odot"):
+        assert raw not in shown, raw
+    answer = turn.locator(".answer")
+    assert answer.locator(".katex").count() >= 1 and "\\(" not in answer.inner_text()
+    OUT.mkdir(exist_ok=True)
+    item.screenshot(path=str(OUT / "web-plain-text-latex.png"))
 
 
 def test_answer_keeps_its_display_equation(rich_page):

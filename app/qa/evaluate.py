@@ -167,3 +167,49 @@ def _answers(service: QAService, items: list[dict[str, Any]], answerable: list[d
 def evaluate_sets(service: QAService, paths: Sequence[Path], **kwargs: Any) -> dict[str, Any]:
     """Each set scored on its own (a gain on one set paid for by another must stay visible)."""
     return {Path(p).name: evaluate(service, Path(p), **kwargs) for p in paths}
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    """A Markdown table (what the README shows): readable in a terminal, pasteable into docs."""
+    def cell(v: Any) -> str:
+        return "" if v is None else str(v).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return lines
+
+
+def format_tables(results: dict[str, dict[str, Any]]) -> str:
+    """`lecture-qa eval`'s default output: one table for retrieval, one for answering, recall@5 by kind, then the
+    questions missed or wrongly answered/refused (and with --explain each decision). `--json` prints `results`."""
+    sets = list(results.items())
+    out = ["Retrieval", ""]
+    out += _table(["set", "questions", "answerable", *(f"recall@{k}" for k in KS), "MRR@10"],
+                  [[name, r["questions"], r["answerable"], *(f"{r[f'recall@{k}']:.2f}" for k in KS),
+                    f"{r['mrr@10']:.2f}"] for name, r in sets])
+    if any("answered_answerable" in r for _, r in sets):
+        out += ["", "Answer or refuse, and the answers", ""]
+        out += _table(["set", "answered (answerable)", "refused (unanswerable)", "refusal accuracy",
+                       "answer has evidence", "answer recall", "answer defects"],
+                      [[name, r["answered_answerable"], r["refused_unanswerable"], f"{r['refusal_accuracy']:.2f}",
+                        f"{r['answer_has_evidence']:.0%}",
+                        "" if r["answer_recall"] is None else f"{r['answer_recall']:.0%}", r["answer_defects"]]
+                       for name, r in sets if "answered_answerable" in r])
+    kinds = sorted({k for _, r in sets for k in r["recall@5_by_kind"]})
+    if kinds:
+        out += ["", "recall@5 by kind", ""]
+        out += _table(["set", *kinds], [[name, *(r["recall@5_by_kind"].get(k, "") for k in kinds)]
+                                        for name, r in sets])
+    for name, r in sets:
+        out += ["", f"{name}: missed at 5: {', '.join(r['missed@5']) or 'none'}"]
+        if "refusal_errors" in r:
+            out.append(f"{name}: answered/refused wrongly: {', '.join(r['refusal_errors']) or 'none'}")
+        for qid, found in r.get("answer_defect_list", {}).items():
+            out.append(f"{name}: defect in {qid}: {'; '.join(found)}")
+        if r.get("decisions"):
+            out += ["", f"{name}: each decision", ""]
+            out += _table(["id", "kind", "answerable", "rank", "answered", "why"],
+                          [[d["id"], d["kind"], "yes" if d["answerable"] else "no",
+                            "-" if d["rank"] is None else d["rank"], "yes" if d["answered"] else "no", d["why"]]
+                           for d in r["decisions"]])
+    return "\n".join(out)

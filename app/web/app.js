@@ -115,6 +115,9 @@ function highlight(container, text, quotes) {
 // scripts the page falls back to plain text.
 
 const md = window.markdownit ? makeMarkdown(window.markdownit) : null;
+// Plain-text documents (.txt) are hard-wrapped at a fixed width: their single line breaks are soft (a wrapped
+// line joins its paragraph), blank lines part paragraphs. Markdown, slides and pages keep each line break.
+const mdText = window.markdownit ? makeMarkdown(window.markdownit, false) : null;
 
 function escapeHtml(text) {
   return text.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
@@ -169,19 +172,45 @@ function mathInline(state, silent) {
   return true;
 }
 
+function mathBracket(state, silent) {
+  // LaTeX's own delimiters: \(...\) inline and \[...\] display inside a line (lecture notes and PDFs written
+  // from LaTeX use them; "$" was the only inline form before, so "\(h_{t-1}\)" showed raw). Runs before
+  // markdown-it's backslash escapes, which would otherwise eat the "\(".
+  const src = state.src;
+  const start = state.pos;
+  if (src.charCodeAt(start) !== 0x5c) return false;
+  const open = src[start + 1];
+  if (open !== "(" && open !== "[") return false;
+  const close = open === "(" ? "\\)" : "\\]";
+  const end = src.indexOf(close, start + 2);
+  if (end < 0) return false;
+  const content = src.slice(start + 2, end);
+  if (!content.trim()) return false;
+  if (!silent) {
+    const display = open === "[";
+    const token = state.push(display ? "math_display" : "math_inline", "math", 0);
+    token.content = content;
+    token.markup = display ? "\\[" : "\\(";
+  }
+  state.pos = end + 2;
+  return true;
+}
+
 function mathBlock(state, startLine, endLine, silent) {
-  // A line that starts with $$: up to the line that ends with $$ (the same line for "$$ x $$").
+  // A line that starts with $$ (or \[): up to the line that ends with $$ (or \]), the same line for "$$ x $$".
   if (state.sCount[startLine] - state.blkIndent >= 4) return false;
   let pos = state.bMarks[startLine] + state.tShift[startLine];
   let max = state.eMarks[startLine];
-  if (state.src.slice(pos, pos + 2) !== "$$") return false;
+  const opener = state.src.slice(pos, pos + 2);
+  if (opener !== "$$" && opener !== "\\[") return false;
+  const closer = opener === "$$" ? "$$" : "\\]";
   const first = state.src.slice(pos + 2, max).trim();
   let content = "";
   let last = startLine;
-  if (first.length > 2 && first.endsWith("$$")) {
+  if (first.length > 2 && first.endsWith(closer)) {
     content = first.slice(0, -2);
-    if (content.includes("$$")) return false; // "$$a$$ and $$b$$": inline
-  } else if (first.includes("$$")) {
+    if (content.includes(closer)) return false; // "$$a$$ and $$b$$": inline
+  } else if (first.includes(closer)) {
     return false; // "$$a$$ and more text": inline math in a paragraph
   } else {
     const lines = [first];
@@ -191,7 +220,7 @@ function mathBlock(state, startLine, endLine, silent) {
       max = state.eMarks[last];
       if (pos < max && state.sCount[last] < state.blkIndent) break;
       const line = state.src.slice(pos, max).trim();
-      if (line.endsWith("$$")) {
+      if (line.endsWith(closer)) {
         lines.push(line.slice(0, -2));
         found = true;
         break;
@@ -207,7 +236,7 @@ function mathBlock(state, startLine, endLine, silent) {
   const token = state.push("math_block", "math", 0);
   token.block = true;
   token.content = content;
-  token.markup = "$$";
+  token.markup = opener;
   token.map = [startLine, state.line];
   return true;
 }
@@ -225,11 +254,12 @@ function citeMarker(state, silent) {
   return true;
 }
 
-function makeMarkdown(markdownit) {
-  const parser = markdownit({ html: false, linkify: false, typographer: false, breaks: true });
+function makeMarkdown(markdownit, breaks = true) {
+  const parser = markdownit({ html: false, linkify: false, typographer: false, breaks });
   parser.disable(["image"]);
   parser.validateLink = (url) => /^(https?:|mailto:|#)/i.test(url.trim());
   parser.inline.ruler.before("escape", "math_inline", mathInline);
+  parser.inline.ruler.before("escape", "math_bracket", mathBracket);
   parser.inline.ruler.before("link", "cite", citeMarker);
   parser.block.ruler.before("fence", "math_block", mathBlock,
     { alt: ["paragraph", "reference", "blockquote", "list"] });
@@ -249,9 +279,13 @@ function makeMarkdown(markdownit) {
   return parser;
 }
 
-function renderMarkdown(node, text, env = {}) {
+function renderMarkdown(node, text, env = {}, parser = md) {
   node.classList.remove("plain");
-  node.innerHTML = md.render(text, env); // markdown-it output: document HTML escaped (see above)
+  node.innerHTML = parser.render(text, env); // markdown-it output: document HTML escaped (see above)
+}
+
+function isPlainText(source) {
+  return /\.txt$/i.test((source.document && source.document.name) || "");
 }
 
 function renderAnswer(node, text, turnId, sourceCount) {
@@ -485,7 +519,7 @@ function renderSources(list, sources, citations, turnId) {
     const quotes = citations.filter((c) => c.n === n).map((c) => c.quote);
     const text = trimDangling(source.text);
     if (md) {
-      renderMarkdown(passage, text);
+      renderMarkdown(passage, text, {}, isPlainText(source) ? mdText : md);
       highlightRendered(passage, quotes);
     } else {
       passage.classList.add("plain");

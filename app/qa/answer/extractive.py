@@ -35,6 +35,8 @@ _EMPHASIS = re.compile(r"(\*\*|__|(?<!\w)\*(?=\S)|(?<=\S)\*(?!\w))")
 # a sentence cannot end on these
 DANGLING = frozenset(["a", "an", "and", "or", "of", "the", "by", "with", "to", "from", "due", "nor"])
 _DISPLAY = ("$$", "\\[", "\\begin")
+_OPENERS = "([{\"'\u201c\u2018"
+_ENUMERATOR = re.compile(r"[(\[]([a-z]|[ivx]+|\d+)[)\]]")
 _NOT_ANSWER = re.compile(r"(?i)(sources?|references?|image source|figure (from|source)|question|exercise)\s*:|#")
 _INSTRUCTION = re.compile(r"(?i)(speaker\s+)?notes?\s*:\s*(remind|mention|ask|tell|emphasi[sz]e|point out|recall|"
                           r"discuss|skip|go over|show|make sure|stress)\b")
@@ -43,7 +45,9 @@ _LABEL = re.compile(r"(?i)^(speaker\s+)?notes?\s*:\s*")
 
 def _continues(prev: str, line: str) -> bool:
     """Does `line` continue `prev`? A hard-wrapped sentence (prev ends on a comma or on "and", or line starts
-    lower-case), an open display equation, or the display equation a colon introduces."""
+    lower-case, also behind an opening bracket or quote: "Multiplicative" + "(bilinear) attention inserts..." is
+    one sentence; taken apart, the first line's last word was dropped as a fragment), an open display equation,
+    or the display equation a colon introduces."""
     if prev.count("$$") % 2:
         return True
     if prev.endswith(":"):
@@ -51,7 +55,8 @@ def _continues(prev: str, line: str) -> bool:
     if prev.endswith((".", "!", "?", ";")):
         return False
     last = prev.rsplit(None, 1)[-1].lower()
-    return line[0].islower() or prev.endswith(",") or last in DANGLING
+    lower = line.lstrip(_OPENERS)[:1].islower() and not _ENUMERATOR.match(line)  # "(a) ...", "(ii) ...": items
+    return lower or prev.endswith(",") or last in DANGLING
 
 
 def _lines(text: str) -> list[str]:

@@ -60,8 +60,12 @@ class LocalStore(PipelineDocuments):
         return f"data dir: {self.library.data_dir}"
 
     def warm_up(self) -> None:
-        """Opens the index (the model is loaded when built): ready means searchable."""
+        """Opens the index and loads the model (an embedder makes its runtime on first use): ready means
+        searchable without a slow first question."""
         self.library.snapshot()
+        load = getattr(self.embedder, "load", None)
+        if load is not None:
+            load()
 
     def close(self) -> None:
         """Nothing to release: SQLite connections are per thread, the parse worker is shared by the process."""

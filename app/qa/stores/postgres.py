@@ -337,8 +337,12 @@ class PostgresStore(PipelineDocuments):
         return f"database: {_redact(self.library.url)}"
 
     def warm_up(self) -> None:
-        """Ready means the database answers and the schema is current (migrated when the library opened)."""
+        """Ready means the database answers, the schema is current (migrated when the library opened) and the
+        model is loaded (an embedder makes its runtime on first use)."""
         self.library.generation()
+        load = getattr(self.embedder, "load", None)
+        if load is not None:
+            load()
 
     def close(self) -> None:
         self.library.close()
