@@ -1,15 +1,15 @@
 """ingest(files) -> Report: read, check, parse, chunk, fold repeats, embed (with a cache), commit once.
 
 Identity (see ingest.library): a file's name (its path below the common folder of the paths given, or the
-uploaded name, as normalised by ingest.names) names one document; the document is the parse of the file's bytes as the type its
-name asks for. So the same name with the same bytes is `unchanged`, with other bytes `replaced`; the same
-bytes under another name are the same document, listed under both names; and the same bytes under a name of
-another type (lecture5.txt re-uploaded as lecture5.md) are a new parse, a document of their own, so a user can
-fix a wrong type without deleting first, and a folder holding both keeps both names. The old parse stays
-until it is deleted or its name is given other bytes: replacing it instead would make one name silently
+uploaded name, as normalised by ingest.names) names one document; the document is the parse of the file's bytes
+as the type its name asks for. So the same name with the same bytes is `unchanged`, with other bytes `replaced`;
+the same bytes under another name are the same document, listed under both names; and the same bytes under a
+name of another type (lecture5.txt re-uploaded as lecture5.md) are a new parse, a document of their own, so a
+user can fix a wrong type without deleting first, and a folder holding both keeps both names. The old parse
+stays until it is deleted or its name is given other bytes: replacing it instead would make one name silently
 stand for a parse of another type. Two different files with one name in one batch (two uploads named alike;
-files given to the CLI are named below their common folder and do not clash): the first is ingested, the
-others are skipped with a reason; nothing is replaced silently.
+files given to the CLI are named below their common folder and do not clash): the first is ingested, the others
+are skipped with a reason; nothing is replaced silently.
 """
 
 from __future__ import annotations
