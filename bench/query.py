@@ -134,7 +134,7 @@ async def load(url: str, path: str, concurrency: int, total: int, queries: list[
     if stages:
         totals = sum(stages.get("total", [])) or None
         out["stages_p50_ms"] = {k: round(statistics.median(v), 1) for k, v in stages.items()}
-        if totals:
+        if totals and len(stages) > 1:
             out["stages_share_of_total"] = {k: round(sum(v) / totals, 3) for k, v in stages.items() if k != "total"}
     return out
 
