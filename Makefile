@@ -77,6 +77,7 @@ lint: setup
 bench: setup
 	$(PY) bench/ingest.py
 	$(PY) bench/query.py
+	$(PY) bench/baseline.py --bge
 
 eval: setup
 	$(BIN)/lecture-qa ingest ../shared/corpus --data-dir ./data-corpus --quiet

@@ -46,7 +46,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from ingest.pipeline import collect_paths
 
     excluded: list[str] = []
-    files, missing = collect_paths(args.paths, exclude=args.exclude, excluded=excluded)
+    files, missing = collect_paths(args.paths, root=args.root, exclude=args.exclude,
+                                   excluded=excluded)
     if excluded:
         shown = ", ".join(excluded[:5]) + (f" and {len(excluded) - 5} more" if len(excluded) > 5 else "")
         print(f"left out {len(excluded)} files (.lectureqaignore or --exclude): {shown}", file=sys.stderr)
@@ -313,7 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--data-dir", help="library directory (default: $LECTURE_QA_DATA_DIR or ./data)")
 
     p = sub.add_parser("ingest", parents=[common], help="ingest files or folders (recursive)")
-    p.add_argument("paths", nargs="+")
+    p.add_argument("paths", nargs="+", help="files and folders; each file is named by its path below the common "
+                   "folder of everything given (one folder: below itself; one file: its file name)")
+    p.add_argument("--root", default=None, help="name the files by their path below this folder instead (every "
+                   "path given must lie in it), e.g. to re-ingest one file of a folder ingested before")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--queue", action="store_true", help="queue one job for `lecture-qa worker`s instead of "

@@ -1,13 +1,23 @@
-"""Latency and throughput of search and ask over HTTP against a real server on the shared corpus.
+"""Latency of search and ask over HTTP against a real server on the shared corpus, in units of one query embedding.
 
-    python bench/query.py [--data-dir DIR] [--requests 200] [--workers 1] [--sentence-cache N]
+    python bench/query.py [--data-dir DIR] [--clients 1,2] [--workers 1] [--sentence-cache N]
 
-Ingests ../shared/corpus into DIR when it is empty, starts `lecture-qa serve` on a free port, then runs
-1, 8 and 32 concurrent clients (asyncio, keep-alive HTTP/1.1) for /api/v1/search and /api/v1/ask, and prints
-p50/p95/p99 latency, requests per second and errors, next to the in-process time to embed one query.
-`ask_new` asks every question of ../shared/eval/dev.jsonl once, one client, before anything else is asked:
-questions the server has never seen (sentence vectors are cached, so the 12 repeated /ask questions get
-faster after their first round).
+Ingests ../shared/corpus into DIR when it is empty, starts `lecture-qa serve` on a free port and runs the load
+generator (asyncio, keep-alive HTTP/1.1) on the same machine:
+- the unit: the median time to embed one question in this process with the bare MiniLM embedder
+  (`ingest.embedding`, one query at a time), measured in the same run before and after the HTTP loads, so the
+  figures compare across machines and across loads of a shared machine (the issue-21 targets: search p50 <= 40
+  units, ask p50 <= 80 units);
+- /api/v1/search: every question of ../shared/eval/dev.jsonl and dev2.jsonl (top_k 5), with 1 client and with
+  2 concurrent clients (--clients), p50/p90/p99 in ms and in units, requests/s;
+- /api/v1/ask: questions the server has never answered (its sentence-vector cache would make a repeated
+  question as cheap as a search): the dev + dev2 questions dealt alternately into one part per client count, so
+  each count gets its own new questions of the same mix;
+- 2 clients vs 1: the p50 ratio (how much two concurrent requests slow each other; 2.0 = no parallelism) and
+  the throughput ratio;
+- stages: the p50 of every key of the responses' `timings_ms` (search: total; ask: retrieve, answer, total, and
+  whatever stages the service reports) and each stage's share of the total, so a reranker's cost shows.
+--repeated also runs the old check of 12 questions asked over and over (cache hits) at each client count.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from served import served
 
@@ -51,7 +62,7 @@ class Connection:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def post(self, path: str, body: dict) -> int:
+    async def post(self, path: str, body: dict) -> tuple[int, bytes]:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.reader is not None
@@ -68,18 +79,26 @@ class Connection:
             name, _, value = line.decode().partition(":")
             if name.lower() == "content-length":
                 length = int(value)
-        await self.reader.readexactly(length)
-        return int(status_line.split()[1])
+        return int(status_line.split()[1]), await self.reader.readexactly(length)
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
 
 
-async def load(url: str, path: str, concurrency: int, total: int,
-               queries: list[str] = QUERIES) -> dict[str, float]:
+def _timings(body: bytes) -> dict[str, float]:
+    try:
+        timings = json.loads(body).get("timings_ms") or {}
+    except ValueError:
+        return {}
+    return {k: float(v) for k, v in timings.items() if isinstance(v, int | float)}
+
+
+async def load(url: str, path: str, concurrency: int, total: int, queries: list[str]) -> dict:
+    """`total` requests from `concurrency` keep-alive clients, question i = queries[i % len]."""
     host, port = url.split("//")[1].split(":")
     latencies: list[float] = []
+    stages: dict[str, list[float]] = {}
     errors = 0
     counter = iter(range(total))
 
@@ -93,75 +112,120 @@ async def load(url: str, path: str, concurrency: int, total: int,
             for i in counter:
                 t0 = time.perf_counter()
                 try:
-                    ok = await conn.post(path, body(queries[i % len(queries)])) == 200
+                    status, payload = await conn.post(path, body(queries[i % len(queries)]))
+                    ok = status == 200
                 except (OSError, asyncio.IncompleteReadError):
-                    ok = False
+                    ok, payload = False, b""
                     conn.close()
                     conn = Connection(host, int(port))
                 latencies.append((time.perf_counter() - t0) * 1000)
                 errors += not ok
+                for stage, ms in _timings(payload).items():
+                    stages.setdefault(stage, []).append(ms)
         finally:
             conn.close()
 
-    warm = Connection(host, int(port))
-    await warm.post(path, body("warm up"))
-    warm.close()
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     wall = time.perf_counter() - start
-    return {"clients": concurrency, "requests": total, "p50_ms": round(pct(latencies, 50), 1),
-            "p95_ms": round(pct(latencies, 95), 1), "p99_ms": round(pct(latencies, 99), 1),
-            "rps": round(total / wall, 1), "errors": errors}
+    out: dict[str, Any] = {"clients": concurrency, "requests": total, "p50_ms": round(pct(latencies, 50), 1),
+           "p90_ms": round(pct(latencies, 90), 1), "p99_ms": round(pct(latencies, 99), 1),
+           "rps": round(total / wall, 2), "errors": errors}
+    if stages:
+        totals = sum(stages.get("total", [])) or None
+        out["stages_p50_ms"] = {k: round(statistics.median(v), 1) for k, v in stages.items()}
+        if totals and len(stages) > 1:
+            out["stages_share_of_total"] = {k: round(sum(v) / totals, 3) for k, v in stages.items() if k != "total"}
+    return out
 
 
-def embed_time_ms(backend: str) -> float:
+async def warm(url: str) -> None:
+    """One search and one ask, so the first measured request pays no lazy loading."""
+    host, port = url.split("//")[1].split(":")
+    conn = Connection(host, int(port))
+    await conn.post("/api/v1/search", {"query": "warm up the server", "top_k": 5})
+    await conn.post("/api/v1/ask", {"question": "warm up the server"})
+    conn.close()
+
+
+def embed_time_ms(backend: str, queries: list[str], rounds: int = 200) -> float:
+    """Median time to embed one question, one at a time, with the bare MiniLM embedder in this process."""
     from ingest.embedding import make_embedder
 
     emb = make_embedder(backend)
-    for q in QUERIES:
+    for q in queries[:12]:
         emb.encode([q], batch_size=1)
     times = []
-    for i in range(200):
+    for i in range(rounds):
         t0 = time.perf_counter()
-        emb.encode([QUERIES[i % len(QUERIES)]], batch_size=1)
+        emb.encode([queries[i % len(queries)]], batch_size=1)
         times.append((time.perf_counter() - t0) * 1000)
-    return round(statistics.median(times), 2)
+    return statistics.median(times)
+
+
+def questions(paths: list[Path]) -> list[str]:
+    out: list[str] = []
+    for p in paths:
+        if p.is_file():
+            out += [json.loads(line)["question"] for line in p.read_text().splitlines() if line.strip()]
+    return out
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--corpus", default=str(ROOT.parent / "shared" / "corpus"))
-    parser.add_argument("--requests", type=int, default=300)
-    parser.add_argument("--ask-requests", type=int, default=60)
+    parser.add_argument("--clients", default="1,2", help="client counts, comma-separated (1 and 2 for the ratio)")
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--backend", default="onnx-int8")
+    parser.add_argument("--backend", default="onnx-int8", help="the unit's embedder and the server's")
     parser.add_argument("--sentence-cache", type=int, default=None, help="LECTURE_QA_SENTENCE_CACHE for the server")
-    parser.add_argument("--questions", default=str(ROOT.parent / "shared" / "eval" / "dev.jsonl"))
+    parser.add_argument("--questions", nargs="+", type=Path,
+                        default=[ROOT.parent / "shared" / "eval" / "dev.jsonl",
+                                 ROOT.parent / "shared" / "eval" / "dev2.jsonl"])
+    parser.add_argument("--repeated", type=int, default=0,
+                        help="also ask the 12 built-in questions this many times at each client count")
     args = parser.parse_args()
+    clients = [int(c) for c in args.clients.split(",")]
     data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="lecture-qa-bench-")) / "data"
     env = {**os.environ, "LECTURE_QA_DATA_DIR": str(data_dir), "LECTURE_QA_EMBEDDING_BACKEND": args.backend}
     if args.sentence_cache is not None:
         env["LECTURE_QA_SENTENCE_CACHE"] = str(args.sentence_cache)
-    qa = Path(args.questions)
-    new_questions = [json.loads(line)["question"] for line in qa.read_text().splitlines() if line.strip()] \
-        if qa.is_file() else []
+    asked = questions(args.questions) or QUERIES
     if not (data_dir / "library.sqlite3").exists():
         subprocess.run([sys.executable, "-m", "app.cli", "ingest", args.corpus, "--quiet"], cwd=ROOT, env=env,
                        check=True, stdout=subprocess.DEVNULL)
     with served(env, workers=args.workers) as (url, _):
-        results = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "server_workers": args.workers,
-                   "backend": args.backend, "sentence_cache": env.get("LECTURE_QA_SENTENCE_CACHE", "default"),
-                   "embed_one_query_ms_in_process": embed_time_ms(args.backend), "search": [], "ask": []}
-        for c in (1, 8, 32):
-            results["search"].append(asyncio.run(load(url, "/api/v1/search", c, args.requests)))
-        if new_questions:
-            results["ask_new"] = asyncio.run(load(url, "/api/v1/ask", 1, len(new_questions), new_questions))
-        for c in (1, 8, 32):
-            results["ask"].append(asyncio.run(load(url, "/api/v1/ask", c, args.ask_requests)))
-        results["search_p50_over_embed"] = round(results["search"][0]["p50_ms"]
-                                                 / results["embed_one_query_ms_in_process"], 2)
-        print(json.dumps(results, indent=2))
+        unit_before = embed_time_ms(args.backend, asked)
+        asyncio.run(warm(url))
+        results: dict = {"machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores",
+                         "load_average_at_start": [round(x, 1) for x in os.getloadavg()],
+                         "server_workers": args.workers, "backend": args.backend,
+                         "sentence_cache": env.get("LECTURE_QA_SENTENCE_CACHE", "default"),
+                         "questions": len(asked), "search": [], "ask_new": []}
+        for c in clients:
+            results["search"].append(asyncio.run(load(url, "/api/v1/search", c, len(asked), asked)))
+        for n, c in enumerate(clients):  # each client count its own never-asked questions
+            part = asked[n::len(clients)]
+            results["ask_new"].append(asyncio.run(load(url, "/api/v1/ask", c, len(part), part)))
+        if args.repeated:
+            results["ask_repeated"] = [asyncio.run(load(url, "/api/v1/ask", c, args.repeated, QUERIES))
+                                       for c in clients]
+        unit_after = embed_time_ms(args.backend, asked)
+    unit = (unit_before + unit_after) / 2
+    results["unit_ms"] = {"embed_one_query_before": round(unit_before, 2), "after": round(unit_after, 2),
+                          "unit": round(unit, 2)}
+    one = {k: results[k][0] for k in ("search", "ask_new")}
+    results["in_units_1_client"] = {f"{k}_{q}": round(one[k][f"{q}_ms"] / unit, 1)
+                                    for k in one for q in ("p50", "p90")}
+    results["targets_met"] = {"search_p50 <= 40 units": results["in_units_1_client"]["search_p50"] <= 40,
+                              "ask_p50 <= 80 units": results["in_units_1_client"]["ask_new_p50"] <= 80}
+    if 1 in clients and 2 in clients:
+        i1, i2 = clients.index(1), clients.index(2)
+        results["two_clients_vs_one"] = {
+            k: {"p50_ratio": round(results[k][i2]["p50_ms"] / results[k][i1]["p50_ms"], 2),
+                "throughput_ratio": round(results[k][i2]["rps"] / results[k][i1]["rps"], 2)}
+            for k in ("search", "ask_new")}
+    print(json.dumps(results, indent=2))
     return 0
 
 

@@ -1,14 +1,15 @@
 """ingest(files) -> Report: read, check, parse, chunk, fold repeats, embed (with a cache), commit once.
 
-Identity (see ingest.library): a file's name (its path relative to the folder given, or the uploaded name, as
-normalised by ingest.names) names one document; the document is the parse of the file's bytes as the type its
-name asks for. So the same name with the same bytes is `unchanged`, with other bytes `replaced`; the same
-bytes under another name are the same document, listed under both names; and the same bytes under a name of
-another type (lecture5.txt re-uploaded as lecture5.md) are a new parse, a document of their own, so a user can
-fix a wrong type without deleting first, and a folder holding both keeps both names. The old parse stays
-until it is deleted or its name is given other bytes: replacing it instead would make one name silently
-stand for a parse of another type. Two different files with one name in one batch: the first is ingested,
-the others are skipped with a reason; nothing is replaced silently.
+Identity (see ingest.library): a file's name (its path below the common folder of the paths given, or the
+uploaded name, as normalised by ingest.names) names one document; the document is the parse of the file's bytes
+as the type its name asks for. So the same name with the same bytes is `unchanged`, with other bytes `replaced`;
+the same bytes under another name are the same document, listed under both names; and the same bytes under a
+name of another type (lecture5.txt re-uploaded as lecture5.md) are a new parse, a document of their own, so a
+user can fix a wrong type without deleting first, and a folder holding both keeps both names. The old parse
+stays until it is deleted or its name is given other bytes: replacing it instead would make one name silently
+stand for a parse of another type. Two different files with one name in one batch (two uploads named alike;
+files given to the CLI are named below their common folder and do not clash): the first is ingested, the others
+are skipped with a reason; nothing is replaced silently.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ REUSE_JACCARD = 0.8  # the cross-file dedupe threshold: a chunk that will collap
 
 @dataclass
 class SourceFile:
-    name: str  # the document's name in the library (relative path for folders, file name for uploads)
+    name: str  # the document's name in the library (path below the batch's common folder, or the uploaded name)
     data: bytes | None = None
     path: Path | None = None
     source: str = ""
@@ -109,19 +110,60 @@ class Report:
                 "generation": self.generation, "files": [f.public() for f in self.files]}
 
 
-def collect_paths(paths: Iterable[str | Path], *, exclude: Sequence[str] = (),
+def naming_folder(paths: Iterable[str | Path]) -> Path | None:
+    """The folder every name of one batch is relative to: the deepest folder holding everything given (a folder
+    given holds itself, a file its parent), as absolute paths without resolving links; None when nothing given
+    exists. One folder alone is named below itself and one file by its file name, as before; `a/index.md
+    b/index.md` are `a/index.md` and `b/index.md`, so files named on the command line never clash by name."""
+    homes = [os.path.abspath(p) if Path(p).is_dir() else os.path.dirname(os.path.abspath(p))
+             for p in paths if Path(p).is_dir() or Path(p).is_file()]
+    if not homes:
+        return None
+    try:
+        return Path(os.path.commonpath(homes))
+    except ValueError:  # different drives (Windows): no common folder, each file named below its own
+        return None
+
+
+def collect_paths(paths: Iterable[str | Path], *, root: str | Path | None = None, exclude: Sequence[str] = (),
                   excluded: list[str] | None = None) -> tuple[list[SourceFile], list[FileResult]]:
-    """Files and folders (recursive) -> supported files named relative to the folder given (ingest.names); the
-    rest reported. A folder's files never lead out of it: a symbolic link that resolves outside the folder is
-    skipped with a reason, and links to folders are not followed. A file named on the command line is read
-    wherever it points: the user chose it. In folders, files matched by a `.lectureqaignore` or an `exclude`
-    glob (ingest.ignore) are left out, their paths appended to `excluded` when given."""
+    """Files and folders (recursive) -> supported files named by their path below the common folder of
+    everything given (`naming_folder`), or below `root` when given (`lecture-qa ingest --root`), normalised by
+    ingest.names; the rest reported. The same file given twice (a folder and a file in it) is read once.
+    A folder's files never lead out of it: a symbolic link that resolves outside the folder is skipped with a
+    reason, and links to folders are not followed. A file named on the command line is read wherever it points:
+    the user chose it. In folders, files matched by a `.lectureqaignore` or an `exclude` glob (ingest.ignore)
+    are left out, their paths appended to `excluded` when given."""
+    paths = list(paths)
+    base = Path(os.path.abspath(root)) if root is not None else naming_folder(paths)
     found: list[SourceFile] = []
     skipped: list[FileResult] = []
+    seen: set[str] = set()
+
+    def below_base(p: Path) -> Path | None:
+        """`p` relative to `base` (itself when there is none); None, reported, when it is not below it."""
+        full = Path(os.path.abspath(p))
+        if base is None:
+            return Path(p.name) if p.is_file() else Path()
+        if full.is_relative_to(base):
+            return full.relative_to(base)
+        skipped.append(FileResult(str(p), "skipped", reason=f"not below {base}, the folder given to name "
+                                  "the files by (--root)"))
+        return None
+
+    def add(f: Path, rel: Path) -> None:
+        key = os.path.abspath(f)
+        if key not in seen:
+            seen.add(key)
+            found.append(SourceFile(name=display_name(rel.as_posix()) or f"unnamed{f.suffix.lower()}", path=f,
+                                    source=str(f)))
+
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            root = Path(os.path.realpath(p))
+            if (home := below_base(p)) is None:
+                continue
+            folder = Path(os.path.realpath(p))
             ignore = Ignore(p, exclude)
             for f in sorted(p.rglob("*")):
                 rel = f.relative_to(p)
@@ -131,16 +173,16 @@ def collect_paths(paths: Iterable[str | Path], *, exclude: Sequence[str] = (),
                     if excluded is not None:
                         excluded.append(str(f))
                     continue
-                name = display_name(rel.as_posix()) or f"unnamed{f.suffix.lower()}"
                 target = Path(os.path.realpath(f))
-                if f.is_symlink() and not target.is_relative_to(root):
+                if f.is_symlink() and not target.is_relative_to(folder):
+                    name = display_name((home / rel).as_posix()) or f"unnamed{f.suffix.lower()}"
                     skipped.append(FileResult(name, "skipped", reason=f"a symbolic link to {target}, outside "
                                               f"{p}: links that leave the folder are not followed"))
                 elif f.is_file():
-                    found.append(SourceFile(name=name, path=f, source=str(f)))
+                    add(f, home / rel)
         elif p.is_file():
-            found.append(SourceFile(name=display_name(p.name) or f"unnamed{p.suffix.lower()}", path=p,
-                                    source=str(p)))
+            if (named := below_base(p)) is not None:
+                add(p, named)
         else:
             skipped.append(FileResult(name=str(raw), status="skipped", reason="no such file or folder"))
     return found, skipped

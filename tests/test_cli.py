@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -16,8 +17,11 @@ def cli(*args: str, data_dir) -> subprocess.CompletedProcess:
 
 def test_ingest_documents_ask_delete(tmp_path):
     data = tmp_path / "data"
-    (tmp_path / "bad.pdf").write_bytes(b"<html>not a pdf</html>")
-    r = cli("ingest", str(SAMPLES), str(tmp_path / "bad.pdf"), data_dir=data)
+    course = tmp_path / "course"
+    shutil.copytree(SAMPLES, course / "lectures")
+    (course / "bad.pdf").write_bytes(b"<html>not a pdf</html>")
+    # a folder and a file: each named by its path below their common folder
+    r = cli("ingest", str(course / "lectures"), str(course / "bad.pdf"), data_dir=data)
     assert r.returncode == 0, r.stderr
     n = len(list(SAMPLES.iterdir()))
     assert f"documents: {n} ingested, 0 unchanged, 1 skipped" in r.stdout
@@ -25,15 +29,15 @@ def test_ingest_documents_ask_delete(tmp_path):
     assert "duplicates collapsed:" in r.stdout and "chunks/s:" in r.stdout
     assert "parse: 100%" in r.stderr  # progress bar
 
-    again = cli("ingest", str(SAMPLES), data_dir=data)
-    assert f"documents: 0 ingested, {n} unchanged, 0 skipped" in again.stdout
+    again = cli("ingest", str(course), data_dir=data)  # their common folder: the same names
+    assert f"documents: 0 ingested, {n} unchanged, 1 skipped" in again.stdout
 
     listed = json.loads(cli("documents", "--json", data_dir=data).stdout)
-    assert sorted(d["name"] for d in listed) == sorted(p.name for p in SAMPLES.iterdir())
+    assert sorted(d["name"] for d in listed) == sorted(f"lectures/{p.name}" for p in SAMPLES.iterdir())
 
     ask = cli("ask", "What does the forget gate in an LSTM do?", data_dir=data)
     assert ask.returncode == 0
-    assert "[1] 03-lstm-and-gru.pptx, slide 3" in ask.stdout
+    assert "[1] lectures/03-lstm-and-gru.pptx, slide 3" in ask.stdout
 
     qa = tmp_path / "qa.jsonl"
     qa.write_text("\n".join(json.dumps(q) for q in [
@@ -52,7 +56,7 @@ def test_ingest_documents_ask_delete(tmp_path):
     machine = json.loads(cli("eval", str(qa), "--json", data_dir=data).stdout)
     assert machine["questions"] == 2 and machine["recall@10"] == 1.0 and machine["refused_unanswerable"] == "1/1"
 
-    doc_id = next(d["id"] for d in listed if d["name"] == "03-lstm-and-gru.pptx")
+    doc_id = next(d["id"] for d in listed if d["name"] == "lectures/03-lstm-and-gru.pptx")
     assert cli("delete", doc_id, data_dir=data).returncode == 0
     assert cli("delete", doc_id, data_dir=data).returncode == 1
     assert len(json.loads(cli("documents", "--json", data_dir=data).stdout)) == n - 1

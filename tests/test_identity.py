@@ -1,7 +1,8 @@
 """Document identity: a name (relative path or uploaded name) names one document; nothing ingested is dropped.
 
-Also: names normalised for display, CLI roots never left through links, the document filter seeing every
-place of a collapsed passage, and libraries of the previous schema opening in place.
+Also: names normalised for display, files given to the CLI named below their common folder, CLI roots never
+left through links, the document filter seeing every place of a collapsed passage, and libraries of the
+previous schema opening in place.
 """
 
 from __future__ import annotations
@@ -190,15 +191,87 @@ def test_three_d2l_index_files_are_three_documents(tmp_path):
 
 @needs_shared
 @pytest.mark.slow
-def test_corpus_is_one_document_per_distinct_file(tmp_path):
+def test_corpus_files_named_one_by_one_are_one_document_each(tmp_path):
+    """Every corpus file named on the command line (the three d2l `index.md`, the five `SOURCE.txt`): one
+    document each, named by its path below the corpus; the folder ingested afterwards changes nothing."""
     data = tmp_path / "data"
-    r = _cli("ingest", str(CORPUS), "--data-dir", str(data), "--quiet", "--json")
+    files = sorted(p for p in CORPUS.rglob("*") if p.is_file())
+    r = _cli("ingest", *map(str, files), "--data-dir", str(data), "--quiet", "--json")
     assert r.returncode == 0, r.stderr[-2000:]
-    files = [p for p in CORPUS.rglob("*") if p.is_file()]
+    report = json.loads(r.stdout)
+    assert not [f for f in report["files"] if f["status"] != "ingested"]
     distinct = {hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
     listed = json.loads(_cli("documents", "--json", "--data-dir", str(data)).stdout)
     assert len(listed) == len(distinct) == len(files)
-    assert sum(1 + len(d["also_named"]) for d in listed) == len(files)
+    assert sorted(n for d in listed for n in [d["name"], *d["also_named"]]) == \
+        sorted(p.relative_to(CORPUS).as_posix() for p in files)
+    lectures = [d for d in listed if not d["name"].endswith(("SOURCE.txt", "README.md"))]
+    assert len(lectures) == 46  # the corpus README's table (48 with the two files held back for blind testing)
+    again = json.loads(_cli("ingest", str(CORPUS), "--data-dir", str(data), "--quiet", "--json").stdout)
+    assert {f["status"] for f in again["files"]} == {"unchanged"} and len(again["files"]) == len(files)
+
+
+# ---- 9: files named on the command line are named below the common folder of everything given ----------------
+def _three_index_files(root: Path) -> list[Path]:
+    """chapter_a/index.md, chapter_b/index.md, chapter_c/notes/index.md: one name, three different files."""
+    out = []
+    for n, rel in enumerate(["chapter_a/index.md", "chapter_b/index.md", "chapter_c/notes/index.md"]):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(LECTURE.replace(b"hidden state", f"hidden state {n}".encode()))
+        out.append(root / rel)
+    return out
+
+
+def test_same_named_files_given_one_by_one_are_named_below_their_common_folder(tmp_path):
+    a, b, c = _three_index_files(tmp_path / "course")
+    found, skipped = collect_paths([a, b, c])
+    assert [f.name for f in found] == ["chapter_a/index.md", "chapter_b/index.md", "chapter_c/notes/index.md"]
+    assert not skipped
+    # files and folders mixed: the common folder of both; a file given again inside a folder given is read once
+    found, _ = collect_paths([c.parent, a, a.parent, b])
+    assert [f.name for f in found] == ["chapter_c/notes/index.md", "chapter_a/index.md", "chapter_b/index.md"]
+    assert len({f.path for f in found}) == 3
+    # one folder is named below itself, one file by its name (as before); --root names below a chosen folder
+    assert [f.name for f in collect_paths([a.parent])[0]] == ["index.md"]
+    assert [f.name for f in collect_paths([c])[0]] == ["index.md"]
+    assert [f.name for f in collect_paths([c], root=tmp_path / "course")[0]] == ["chapter_c/notes/index.md"]
+    outside, why = collect_paths([tmp_path / "course", SAMPLES / "01-recurrent-networks.md"],
+                                 root=tmp_path / "course")
+    assert len(outside) == 3 and len(why) == 1 and "not below" in (why[0].reason or "")
+
+
+def test_cli_ingests_three_same_named_files_as_three_documents_and_the_folder_after_is_unchanged(tmp_path):
+    root = tmp_path / "course"
+    files = _three_index_files(root)
+    data = tmp_path / "data"
+    r = _cli("ingest", *map(str, files), "--data-dir", str(data), "--quiet", "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert _names_statuses(r) == {"chapter_a/index.md": "ingested", "chapter_b/index.md": "ingested",
+                                  "chapter_c/notes/index.md": "ingested"}
+    listed = json.loads(_cli("documents", "--json", "--data-dir", str(data)).stdout)
+    assert sorted(d["name"] for d in listed) == ["chapter_a/index.md", "chapter_b/index.md",
+                                                 "chapter_c/notes/index.md"]
+    assert len({d["id"] for d in listed}) == 3
+    # the folder afterwards: the same names, nothing to do; one file again below --root: unchanged too
+    again = _cli("ingest", str(root), "--data-dir", str(data), "--quiet", "--json")
+    assert set(_names_statuses(again).values()) == {"unchanged"} and len(_names_statuses(again)) == 3
+    one = _cli("ingest", "--root", str(root), str(files[2]), "--data-dir", str(data), "--quiet", "--json")
+    assert _names_statuses(one) == {"chapter_c/notes/index.md": "unchanged"}
+
+
+def test_folder_first_then_its_files_one_by_one_is_unchanged(tmp_path, pipeline, library):
+    root = tmp_path / "course"
+    files = _three_index_files(root)
+    folder, _ = collect_paths([root])
+    assert set(_statuses(pipeline.ingest(folder)).values()) == {"ingested"}
+    one_by_one, _ = collect_paths(files)
+    assert _statuses(pipeline.ingest(one_by_one)) == {f.name: "unchanged" for f in folder}
+    assert len(library.documents()) == 3
+
+
+def _names_statuses(r: subprocess.CompletedProcess) -> dict[str, str]:
+    assert r.returncode == 0, r.stderr[-2000:]
+    return {f["name"]: f["status"] for f in json.loads(r.stdout)["files"]}
 
 
 # ---- 1: the document filter sees every place of a collapsed passage ------------------------------------------
