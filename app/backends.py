@@ -21,6 +21,16 @@ from ingest.pipeline import Pipeline
 if TYPE_CHECKING:
     from app.qa.h2ogpte_conn import H2OGPTeConnection
     from app.qa.stores.postgres import PostgresStore
+    from ingest.cross_encoder import CrossEncoder
+
+
+def build_reader(settings: Settings) -> CrossEncoder | None:
+    """The cross-encoder, one per process (loaded by the store's warm_up), or None when turned off."""
+    if not settings.reader:
+        return None
+    from ingest.cross_encoder import CrossEncoder
+
+    return CrossEncoder(threads=settings.reader_threads)
 
 
 def build_embedder(settings: Settings) -> Embedder:
@@ -41,13 +51,16 @@ def build_pipeline(settings: Settings, library: Library | PgLibrary, embedder: E
                     pack_tokens=library.codec.encode if isinstance(library, PgLibrary) else token_vectors.pack)
 
 
-def build_local_store(settings: Settings, embedder: Embedder) -> LocalStore:
+def build_local_store(settings: Settings, embedder: Embedder, reader: CrossEncoder | None = None) -> LocalStore:
     library = Library(settings.data_dir, dim=embedder.dim, refresh_seconds=settings.refresh_seconds)
     library.ensure_embedder(embedder.name)
-    return LocalStore(library, embedder, build_pipeline(settings, library, embedder), Retriever(library, embedder))
+    reader = reader or build_reader(settings)
+    return LocalStore(library, embedder, build_pipeline(settings, library, embedder),
+                      Retriever(library, embedder, reader=reader, reader_depth=settings.reader_depth))
 
 
-def build_postgres_store(settings: Settings, embedder: Embedder) -> PostgresStore:
+def build_postgres_store(settings: Settings, embedder: Embedder,
+                         reader: CrossEncoder | None = None) -> PostgresStore:
     """psycopg and pgvector load here, only when chosen. The schema is migrated when the library opens."""
     from app.qa.stores.postgres import PostgresStore
 
@@ -56,7 +69,8 @@ def build_postgres_store(settings: Settings, embedder: Embedder) -> PostgresStor
     library = PgLibrary(settings.database_url, dim=embedder.dim, data_dir=settings.data_dir,
                         token_codec=settings.pg_token_codec)
     library.ensure_embedder(embedder.name)
-    return PostgresStore(library, embedder, build_pipeline(settings, library, embedder), keyword=settings.pg_keyword)
+    return PostgresStore(library, embedder, build_pipeline(settings, library, embedder), keyword=settings.pg_keyword,
+                         reader=reader or build_reader(settings), reader_depth=settings.reader_depth)
 
 
 def build_answerer(settings: Settings, embedder: Embedder, conn: H2OGPTeConnection | None = None,
@@ -64,11 +78,13 @@ def build_answerer(settings: Settings, embedder: Embedder, conn: H2OGPTeConnecti
     from app.qa.answer.answerability import Answerability
     from app.qa.answer.extractive import ExtractiveAnswerer
 
-    answerability = Answerability.load()
+    # the store's cross-encoder (one per process): its logits of the sources are signals; an h2oGPTe source has none
+    reader = getattr(store, "reader", None)
+    answerability = Answerability.load(with_reader=reader is not None)
     if settings.answer_threshold is not None:
         answerability.threshold = settings.answer_threshold
     extractive = ExtractiveAnswerer(embedder, cache_sentences=settings.sentence_cache, answerability=answerability,
-                                    rarity=store.rarity if store is not None else None)
+                                    rarity=store.rarity if store is not None else None, reader=reader)
     if settings.llm == "openai":
         from app.qa.answer.openai_compat import OpenAICompatAnswerer
 

@@ -17,13 +17,14 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
 from app.qa.grounding import ACRONYM, PREFIX, Vocabulary
 from app.qa.mentions import RARE_SHARE, Mention, SourceNames
-from app.qa.retrieve import LATE_WEIGHT, NAMED_BOOST, RERANK_CANDIDATES, scale_between
+from app.qa.retrieve import FIRST_DEPTH, Pool, Reader, first_stage, read, reader_text
 from app.qa.stores.common import PipelineDocuments, cited
 from app.qa.types import Source
 from ingest.embedding import Embedder
@@ -32,14 +33,13 @@ from ingest.pipeline import Pipeline
 from ingest.textnorm import keyword_tokens, stem, words
 from ingest.token_codes import maxsim
 
-CANDIDATES = 100
+CANDIDATES = FIRST_DEPTH
 MEDIAN_SAMPLE = 1024
 FEW_PASSAGES = 1000  # a filter or a named source with more passages pools only its closest CANDIDATES
 EF_SEARCH = 400
 """HNSW's candidate list (pgvector's default 40 is below CANDIDATES). On a 100,000-chunk synthetic library of
 near-copies (bench/scale.py), recall@10 against exact was 0.632 / 0.782 / 0.840 / 0.909 / 0.950 at 40 / 100 /
 200 / 400 / 800 for 1.2 / 1.3 / 1.8 / 3.3 / 9.3 ms a query: 400 is the last step that costs little."""
-KEYWORD_WEIGHT = 0.3
 BM25_K1, BM25_B = 1.5, 0.75  # bm25s's defaults, which the local store uses
 
 POSTINGS_BUDGET = 20_000
@@ -64,11 +64,27 @@ postings."""
 """BM25 as bm25s computes it ("lucene": idf = ln(1 + (N - df + 0.5) / (df + 0.5)), tf / (tf + k1 (1 - b + b dl /
 avgdl))), each term's weight (idf x its count in the query) computed before, in floating point: with the idf in
 SQL's numeric arithmetic the aggregation took 140 of 165 ms over 21,678 postings."""
+NEXT_SQL = """
+SELECT c.id, c.title, c.text, n.text FROM chunks c LEFT JOIN LATERAL (
+    SELECT x.text FROM chunks x WHERE x.doc_id = c.doc_id AND x.ord > c.ord AND x.head = x.id ORDER BY x.ord LIMIT 1
+) n ON true WHERE c.id = ANY(%s)
+"""
+"""Each passage's title and text and the next passage of its document (the next canonical chunk in chunk order),
+as the local store's Retriever.layout finds it."""
 FTS_SQL = """
 SELECT id, ts_rank_cd(fts, q) AS s FROM passages, websearch_to_tsquery('english', %(text)s) q
 WHERE fts @@ q AND (%(among)s::text[] IS NULL OR id = ANY(%(among)s::text[]))
 ORDER BY s DESC LIMIT %(limit)s
 """
+
+
+@dataclass
+class Ranked:
+    id: str
+    score: float
+    dense: float
+    reader: float | None
+    following: str | None  # the next passage's text, when the reader read it with this one
 
 
 class _DbSourceNames(SourceNames):
@@ -101,8 +117,11 @@ class PostgresStore(PipelineDocuments):
     library: PgLibrary
 
     def __init__(self, library: PgLibrary, embedder: Embedder, pipeline: Pipeline, *,
-                 keyword: Literal["bm25", "fts"] = "bm25", candidates: int = CANDIDATES) -> None:
+                 keyword: Literal["bm25", "fts"] = "bm25", candidates: int = CANDIDATES,
+                 reader: Reader | None = None, reader_depth: int = 10) -> None:
         self.library = library
+        self.reader = reader  # the cross-encoder over the first stage's top reader_depth (app.qa.retrieve.read)
+        self.reader_depth = reader_depth
         self.embedder = embedder
         self.pipeline = pipeline
         self.keyword = keyword
@@ -232,30 +251,32 @@ class PostgresStore(PipelineDocuments):
         if not ids:
             return []
         dense = matrix.reshape(len(ids), -1) @ qv
-        sample = self._median_sample(n)
-        mid = float(np.median(sample @ qv)) if len(sample) else float(np.median(dense))
-        fused = (1 - KEYWORD_WEIGHT) * scale_between(dense, mid, float(dense.max()))
-        top_keyword = max(keyword.values(), default=0.0)  # the best passage holds the rare terms: it is pooled
-        if top_keyword > 0:
-            fused += KEYWORD_WEIGHT * np.asarray([keyword.get(i, 0.0) for i in ids], dtype=np.float32) / top_keyword
-        boost = np.asarray([NAMED_BOOST if i in boosted else 0.0 for i in ids], dtype=np.float32)
-        fused += boost
-        if allowed is not None:
-            fused[[i not in allowed for i in ids]] = -np.inf
-        order = np.argsort(-fused, kind="stable")[: min(max(top_k, RERANK_CANDIDATES), len(ids))]
-        order = order[np.isfinite(fused[order])]
-        scores = fused[order]
-        if q_tokens is not None and len(order) and len(q_tokens):
-            stored = self.library.chunk_tokens([ids[i] for i in order])
-            blobs = [stored.get(ids[i]) for i in order]
-            late = (maxsim(self.library.codec, q_tokens, [b for b in blobs if b])
-                    if all(blobs) else None)  # a passage without word pieces: the fused order stands
-            if late is not None:
-                scores = (1 - LATE_WEIGHT) * scores + LATE_WEIGHT * scale_between(
-                    late, float(np.median(late)), float(late.max())) + LATE_WEIGHT * boost[order]
-                resort = np.argsort(-scores, kind="stable")
-                order, scores = order[resort], scores[resort]
-        chosen = [(ids[i], float(s), float(dense[i])) for i, s in zip(order[:top_k], scores[:top_k], strict=True)]
+        kw = np.asarray([keyword.get(i, 0.0) for i in ids], dtype=np.float32)
+        is_named = np.asarray([i in boosted for i in ids], dtype=bool)
+        mask = np.asarray([i in allowed for i in ids], dtype=bool) if allowed is not None else None
+
+        def late(positions: np.ndarray) -> np.ndarray | None:
+            if q_tokens is None or not len(q_tokens):
+                return None
+            stored = self.library.chunk_tokens([ids[i] for i in positions])
+            blobs = [stored.get(ids[i]) for i in positions]
+            # a passage without word pieces: no MaxSim list
+            return maxsim(self.library.codec, q_tokens, [b for b in blobs if b]) if all(blobs) else None
+
+        # ids are sorted: a position is the chunk-id order the local store breaks ties by
+        order, fused = first_stage(Pool(dense, kw, is_named, mask), late)
+        logits = np.zeros(0, dtype=np.float32)
+        following: dict[str, str | None] = {}
+        if self.reader is not None and len(order):
+            top = [ids[i] for i in order[: self.reader_depth]]
+            with self.library.connection() as conn:
+                rows = {r[0]: r[1:] for r in conn.execute(NEXT_SQL, (top,)).fetchall()}
+            texts = [reader_text(*rows[i]) for i in top]
+            following = {i: rows[i][2] for i in top}
+            order, fused, logits = read(self.reader, query, order, fused, texts)
+        chosen = [Ranked(ids[i], float(fused[k]), float(dense[i]), float(logits[k]) if k < len(logits) else None,
+                         following.get(ids[i]) if k < len(logits) else None)
+                  for k, i in enumerate(order[:top_k].tolist())]
         return self._sources(chosen, set(document_ids or ()))
 
     @staticmethod
@@ -273,10 +294,10 @@ class PostgresStore(PipelineDocuments):
         return {i for (i,) in conn.execute("SELECT id FROM passages WHERE id = ANY(%s) ORDER BY embedding <#> %s "
                                            "LIMIT %s", (sorted(ids), qv, self.candidates))}
 
-    def _sources(self, chosen: list[tuple[str, float, float]], wanted: set[str]) -> list[Source]:
+    def _sources(self, chosen: list[Ranked], wanted: set[str]) -> list[Source]:
         if not chosen:
             return []
-        heads = [c[0] for c in chosen]
+        heads = [c.id for c in chosen]
         with self.library.connection() as conn:
             rows = conn.execute("SELECT id, doc_id, text, location, head FROM chunks WHERE head = ANY(%s) "
                                 "ORDER BY doc_id, ord", (heads,)).fetchall()
@@ -289,12 +310,14 @@ class PostgresStore(PipelineDocuments):
             else:
                 by_head[head]["also"].append({"document_id": doc_id, "location": location})
         out: list[Source] = []
-        for head, score, dense in chosen:
+        for c in chosen:
+            head = c.id
             p = by_head.get(head)
             if p is None or "text" not in p:  # deleted between the ranking and this read
                 continue
             places = [{"document_id": p["doc_id"], "location": p["location"]}, *p["also"]]
-            out.append(cited(head, p["text"], score, dense, places, lambda d: docs.get(d, ("", "")), wanted))
+            out.append(cited(head, p["text"], c.score, c.dense, places, lambda d: docs.get(d, ("", "")), wanted,
+                             reader=c.reader, following=c.following))
         return out
 
     # ---- DocumentStore ---------------------------------------------------------------------------------
@@ -303,8 +326,11 @@ class PostgresStore(PipelineDocuments):
         return f"database: {_redact(self.library.url)}"
 
     def warm_up(self) -> None:
-        """Ready means the database answers and the schema is current (migrated when the library opened)."""
+        """Ready means the database answers and the schema is current (migrated when the library opened), and
+        the cross-encoder is loaded."""
         self.library.generation()
+        if self.reader is not None:
+            self.reader.load()
 
     def close(self) -> None:
         self.library.close()
