@@ -137,15 +137,17 @@ def main() -> int:
     parser.add_argument("--write", action="store_true", help=f"write {MODEL_PATH.name}")
     parser.add_argument("--no-reader", action="store_true", help=f"without the cross-encoder ({PLAIN_MODEL_PATH.name})")
     parser.add_argument("--dump", type=Path, help="also write what scripts/reader_sweep.py answers reads")
-    parser.add_argument("--from-dump", type=Path, help="the signals of an earlier --dump (no search)")
+    parser.add_argument("--from-dump", type=Path, nargs="+", help="the signals of earlier --dumps (no search)")
     args = parser.parse_args()
     names = [f for f in MODEL if f not in READER] if args.no_reader else MODEL
     use(names)
     if args.from_dump:
         import pickle
 
-        with args.from_dump.open("rb") as f:
-            dumped = pickle.load(f)
+        dumped = []
+        for path in args.from_dump:
+            with path.open("rb") as f:
+                dumped += pickle.load(f)
         items = [{"set": d["set"]} for d in dumped]
         x = np.asarray([d["signals"] for d in dumped], dtype=float)
         y = np.asarray([1 if d["answerable"] else 0 for d in dumped])

@@ -53,6 +53,7 @@ def collect(args: argparse.Namespace) -> None:
                 item = json.loads(line)
                 item["set"] = Path(path).name
                 items.append(item)
+    items = items[args.start:args.stop]
     out = []
     t0 = time.time()
     pairs = 0
@@ -123,8 +124,10 @@ def main() -> int:
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--ce-top", type=int, default=14)
-    parser.add_argument("--a-top", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--a-top", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--start", type=int, default=0)
+    parser.add_argument("--stop", type=int, default=None)
     args = parser.parse_args()
     collect(args)
     return 0

@@ -146,13 +146,15 @@ def cv_line(label: str, res: dict[str, list[float]]) -> str:
     return f"| {label} (CV) | " + " | ".join(cells) + " |"
 
 
-def answers(path: str) -> None:
+def answers(paths: list[str]) -> None:
     """Answer sentences chosen with the cross-encoder at weight w (0: today's cosine + overlap): share of the
     answerable questions whose chosen sentences hold an evidence quote, per set, fitted and cross-validated."""
     from app.qa.answer.extractive import choose, sentence_scores
 
-    with open(path, "rb") as f:
-        dumped = [d for d in pickle.load(f) if d["answerable"] and d["evidence_items"]]
+    dumped = []
+    for p in paths:
+        with open(p, "rb") as f:
+            dumped += [d for d in pickle.load(f) if d["answerable"] and d["evidence_items"]]
     weights = [0.0, 0.25, 0.4, 0.5, 0.6, 0.75, 0.9, 1.0]
     has: dict[float, list[bool]] = {}
     for w in weights:
@@ -187,11 +189,14 @@ def answers(path: str) -> None:
 
 def main() -> int:
     if sys.argv[1] == "answers":
-        answers(sys.argv[2])
+        answers(sys.argv[2:])
         return 0
-    with open(sys.argv[1], "rb") as f:
-        data = pickle.load(f)
-    items = [it for it in data["items"] if it["answerable"]]
+    items = []
+    for path in sys.argv[1:]:
+        with open(path, "rb") as f:
+            data = pickle.load(f)
+            items += [it for it in data["items"] if it["answerable"]]
+    nxt = data["neighbours"]
     print("| ranking | dev r1 r3 r5 r10 mrr | dev2 r1 r3 r5 r10 mrr |")
     print(table(items, lambda it: list(map(int, it["dense_rows"])), "dense alone"))
     print(table(items, lambda it: list(map(int, it["bm_rows"])), "BM25 alone"))
@@ -226,6 +231,16 @@ def main() -> int:
             c = (m, v, *best_re[2:])
             print(table(items, lambda it, c=c: rerank(it, firsts[it["id"]], *c), f"  M={m} variant {v}"))
     print(table(items, lambda it: rerank(it, firsts[it["id"]], 10, "b", 60, 100.0, "rrf"), "  CE alone top 10 (b)"))
+    # the next passage as context of a read passage, when it is itself in the first stage's top D
+    m = best_re[0]
+    ranked = {it["id"]: rerank(it, firsts[it["id"]], *best_re) for it in items}
+    for d in (0, 5, 10, 20, 30, 50, 100, 100000):
+        def ctx(it: dict, r: int, d: int = d) -> bool:
+            first = firsts[it["id"]]
+            return r in first[:m] and nxt[r] >= 0 and int(nxt[r]) in first[:d]
+        attached = np.mean([sum(ctx(it, r) for r in ranked[it["id"]][:10]) for it in items])
+        print(table(items, lambda it: ranked[it["id"]], f"  context when next in first top {d} "
+                    f"({attached:.1f} of 10 carry one)", ctx))
     return 0
 
 

@@ -135,3 +135,37 @@ def test_eval_scores_several_sets_with_kinds(sample_store, embedder, tmp_path):
     assert out["a.jsonl"]["recall@5_by_kind"] == {"factual": "1/1"}
     assert out["b.jsonl"]["refused_unanswerable"] == "1/1"
     assert out["b.jsonl"]["decisions"][0]["why"].startswith("refuse")
+
+
+@pytest.fixture(scope="module")
+def cross_encoder():
+    from ingest import reader_models
+    from ingest.cross_encoder import CrossEncoder
+
+    if reader_models.available() is not None:
+        pytest.skip(reader_models.available())
+    return CrossEncoder().load()
+
+
+def test_a_why_question_quotes_the_reason_read_by_the_cross_encoder(pipeline, library, embedder, cross_encoder):
+    """Issue 21: "what problem does X solve" quotes the problem (slide 2 of the LSTM deck), not X's formula."""
+    assert pipeline.ingest([SourceFile(name=p.name, path=p) for p in sorted(SAMPLES.iterdir())]).error is None
+    store = LocalStore(library, embedder, pipeline, Retriever(library, embedder, reader=cross_encoder))
+    service = QAService(store, ExtractiveAnswerer(embedder, rarity=store.rarity, reader=cross_encoder))
+    result = service.ask("What problem does the LSTM forget gate solve?")
+    assert result.answer.grounded
+    assert "Plain RNNs forget long-range information because gradients vanish" in result.answer.text
+    assert answer_defects(result.answer.text) == []
+    assert all(s.reader is not None for s in result.sources)  # the reader read every source it returned
+    plain = QAService(store, ExtractiveAnswerer(embedder, rarity=store.rarity)).ask(
+        "What problem does the LSTM forget gate solve?")
+    assert plain.answer.text != result.answer.text
+
+
+def test_cross_encoder_scores_relevance_and_caches(cross_encoder):
+    q = "What does the forget gate of an LSTM decide?"
+    texts = ["The forget gate decides which entries of the cell state to erase.", "Paris is the capital of France."]
+    first = cross_encoder.score(q, texts)
+    assert first.shape == (2,) and first[0] > first[1] + 5
+    assert cross_encoder.score(q, texts[::-1]).tolist() == first[::-1].tolist()  # from the cache, same values
+    assert cross_encoder.score(q, []).shape == (0,)

@@ -33,6 +33,9 @@ NAMED_BOOST = 0.6  # kept for the source-name test of the local store: 0 turns n
 READER_DEPTH = 10  # the first stage's top M that the cross-encoder reads
 READER_K = 30
 READER_WEIGHT = 1.0  # the cross-encoder's rank beside the first stage's, fused by RRF over the top M
+CONTEXT_DEPTH = 20
+"""A read passage carries its next passage as `context` when that passage is itself in the first stage's top
+CONTEXT_DEPTH (the question's words or meaning are there, not only in the passage)."""
 
 
 @dataclass
@@ -259,13 +262,16 @@ class Retriever:
         pool = Pool(dense, keyword if keyword is not None else np.zeros(n, dtype=np.float32), is_named, allowed, tie)
         order, fused = first_stage(pool, late)
         logits = np.zeros(0, dtype=np.float32)
+        near: set[int] = set()
         if self.reader is not None and len(order):
             ps = snap.passages
+            near = set(order[:CONTEXT_DEPTH].tolist())
             texts = [reader_text(ps[r].title, ps[r].text, ps[nxt[r]].text if nxt[r] >= 0 else None)
                      for r in order[: self.reader_depth]]
             order, fused, logits = read(self.reader, query, order, fused, texts)
         return [Hit(int(r), float(fused[i]), float(dense[r]), float(logits[i]) if i < len(logits) else None,
-                    int(nxt[r]) if i < len(logits) else -1) for i, r in enumerate(order[:top_k].tolist())]
+                    int(nxt[r]) if i < len(logits) and int(nxt[r]) in near else -1)
+                for i, r in enumerate(order[:top_k].tolist())]
 
     def _dense(self, snap: Snapshot, qv: np.ndarray, *, exhaustive: bool) -> np.ndarray:
         """Cosine to every passage: a plain matrix product while the library is small, FAISS top-k beyond."""

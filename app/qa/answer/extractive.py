@@ -95,20 +95,22 @@ HEADING = -1.0  # the score of a heading: below any sentence's
 READER_SENTENCE_WEIGHT = 0.5
 """A sentence's score: (1 - w) * (0.65 cosine + 0.35 keyword overlap) + w * sigmoid(cross-encoder logit), minus
 0.03 a source rank."""
+READER_PASSAGE_WEIGHT = 0.0  # + this x sigmoid(the logit of the sentence's passage)
 READER_FLOOR = -12.0  # the reader signals when nothing was read (below any logit seen)
 
 
 def in_context(source: Source, sentence: str) -> str:
     """A sentence as the cross-encoder reads it: after its document title and its passage's heading line (the
     slide title or section that says what the sentence is about)."""
-    first = source.text.strip().split("\n", 1)[0].strip()
-    head = first if is_heading(first, source) else str(source.location.get("section", "")).split(" > ")[-1]
-    parts = [p for p in (source.document.title, head) if p and p != sentence]
+    first = source.text.strip().split("\n", 1)[0].strip()  # a slide's title ("Why gates?"), a section's name
+    head = first if len(first.split()) <= 10 else str(source.location.get("section", "")).split(" > ")[-1]
+    parts = [p for p in (source.document.title, head) if p and p not in sentence]
     return f"{' > '.join(parts)}: {sentence}" if parts else sentence
 
 
 def sentence_scores(question: str, sources: Sequence[Source], cands: Sequence[tuple[int, int, str]],
-                    cos: np.ndarray, read: np.ndarray | None, weight: float = READER_SENTENCE_WEIGHT) -> list[float]:
+                    cos: np.ndarray, read: np.ndarray | None, weight: float = READER_SENTENCE_WEIGHT,
+                    passage_weight: float = READER_PASSAGE_WEIGHT) -> list[float]:
     """Each candidate sentence's score for the answer; HEADING for a sentence that may not be quoted."""
     qk = set(keyword_tokens(question))
     scores = []
@@ -120,6 +122,9 @@ def sentence_scores(question: str, sources: Sequence[Source], cands: Sequence[tu
         base = 0.65 * float(c) + 0.35 * overlap
         if read is not None:
             base = (1 - weight) * base + weight / (1.0 + float(np.exp(-read[i])))
+            passage = sources[si].reader
+            if passage is not None and passage_weight:
+                base += passage_weight / (1.0 + float(np.exp(-passage)))
         scores.append(base - 0.03 * si)
     return scores
 

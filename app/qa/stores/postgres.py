@@ -24,7 +24,7 @@ import numpy as np
 
 from app.qa.grounding import ACRONYM, PREFIX, Vocabulary
 from app.qa.mentions import RARE_SHARE, Mention, SourceNames
-from app.qa.retrieve import FIRST_DEPTH, Pool, Reader, first_stage, read, reader_text
+from app.qa.retrieve import CONTEXT_DEPTH, FIRST_DEPTH, Pool, Reader, first_stage, read, reader_text
 from app.qa.stores.common import PipelineDocuments, cited
 from app.qa.types import Source
 from ingest.embedding import Embedder
@@ -65,8 +65,9 @@ postings."""
 avgdl))), each term's weight (idf x its count in the query) computed before, in floating point: with the idf in
 SQL's numeric arithmetic the aggregation took 140 of 165 ms over 21,678 postings."""
 NEXT_SQL = """
-SELECT c.id, c.title, c.text, n.text FROM chunks c LEFT JOIN LATERAL (
-    SELECT x.text FROM chunks x WHERE x.doc_id = c.doc_id AND x.ord > c.ord AND x.head = x.id ORDER BY x.ord LIMIT 1
+SELECT c.id, c.title, c.text, n.text, n.id FROM chunks c LEFT JOIN LATERAL (
+    SELECT x.text, x.id FROM chunks x WHERE x.doc_id = c.doc_id AND x.ord > c.ord AND x.head = x.id
+    ORDER BY x.ord LIMIT 1
 ) n ON true WHERE c.id = ANY(%s)
 """
 """Each passage's title and text and the next passage of its document (the next canonical chunk in chunk order),
@@ -271,8 +272,9 @@ class PostgresStore(PipelineDocuments):
             top = [ids[i] for i in order[: self.reader_depth]]
             with self.library.connection() as conn:
                 rows = {r[0]: r[1:] for r in conn.execute(NEXT_SQL, (top,)).fetchall()}
-            texts = [reader_text(*rows[i]) for i in top]
-            following = {i: rows[i][2] for i in top}
+            texts = [reader_text(*rows[i][:3]) for i in top]
+            near = {ids[i] for i in order[:CONTEXT_DEPTH].tolist()}
+            following = {i: rows[i][2] if rows[i][3] in near else None for i in top}
             order, fused, logits = read(self.reader, query, order, fused, texts)
         chosen = [Ranked(ids[i], float(fused[k]), float(dense[i]), float(logits[k]) if k < len(logits) else None,
                          following.get(ids[i]) if k < len(logits) else None)
