@@ -61,7 +61,7 @@ class Settings(BaseSettings):
                          "wheel) reads the first stage's top `reader_depth` passages with their next passage and "
                          "votes in the ranking, the answer-or-refuse decision and the choice of answer sentences "
                          "(docs/retrieval.md). Off: the first stage's order and the embedder's cosines.")
-    reader_depth: int = Field(10, ge=1, le=50, description="Passages the cross-encoder reads per search.")
+    reader_depth: int = Field(12, ge=1, le=50, description="Passages the cross-encoder reads per search.")
     reader_threads: int = Field(1, ge=1, le=64, description="CPU threads of one cross-encoder call (per request).")
 
     max_upload_mb: float = Field(50.0, description="Largest accepted file, in MiB.")

@@ -24,15 +24,15 @@ from ingest.embedding import Embedder
 from ingest.library import Library, Snapshot
 from ingest.textnorm import keyword_tokens
 
-FIRST_DEPTH = 100  # each first-stage list is read this deep (dense top N, BM25 top N, ...)
+FIRST_DEPTH = 50  # each first-stage list is read this deep (dense top N, BM25 top N, ...)
 RRF_K = 60
-KEYWORD_WEIGHT = 1.0  # BM25's list in the reciprocal-rank fusion, the dense list weighing 1
-LATE_WEIGHT = 0.0  # the word-piece MaxSim list over the pooled candidates
+KEYWORD_WEIGHT = 0.5  # BM25's list in the reciprocal-rank fusion, the dense list weighing 1
+LATE_WEIGHT = 1.0  # the word-piece MaxSim list over the pooled candidates
 NAMED_WEIGHT = 1.0  # the list of a named document's passages (by dense score)
 NAMED_BOOST = 0.6  # kept for the source-name test of the local store: 0 turns named documents off
-READER_DEPTH = 10  # the first stage's top M that the cross-encoder reads
-READER_K = 30
-READER_WEIGHT = 1.0  # the cross-encoder's rank beside the first stage's, fused by RRF over the top M
+READER_DEPTH = 12  # the first stage's top M that the cross-encoder reads
+READER_K = 5
+READER_WEIGHT = 1.5  # the cross-encoder's rank beside the first stage's, fused by RRF over the top M
 CONTEXT_DEPTH = 20
 """A read passage carries its next passage as `context` when that passage is itself in the first stage's top
 CONTEXT_DEPTH (the question's words or meaning are there, not only in the passage)."""
@@ -106,14 +106,14 @@ def first_stage(pool: Pool, late: Callable[[np.ndarray], np.ndarray | None]) -> 
     lists = [(_top(pool.dense, idx, tie, FIRST_DEPTH), 1.0),
              (_top(pool.keyword, idx, tie, FIRST_DEPTH, positive=True), KEYWORD_WEIGHT)]
     lists += [(_top(v.scores, idx, tie, FIRST_DEPTH), v.weight) for v in pool.voices]
-    named = idx[pool.named[idx]]
-    if len(named) and NAMED_WEIGHT:
-        lists.append((_top(pool.dense, named, tie, FIRST_DEPTH), NAMED_WEIGHT))
-    if LATE_WEIGHT:
+    if LATE_WEIGHT:  # over the pool of the lists above
         union = np.unique(np.concatenate([r for r, _ in lists]))
         scores = late(union)
         if scores is not None:
             lists.append((union[np.lexsort((tie[union], -scores))], LATE_WEIGHT))
+    named = idx[pool.named[idx]]
+    if len(named) and NAMED_WEIGHT:
+        lists.append((_top(pool.dense, named, tie, FIRST_DEPTH), NAMED_WEIGHT))
     return rrf(lists, RRF_K, tie)
 
 

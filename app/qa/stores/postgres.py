@@ -24,7 +24,7 @@ import numpy as np
 
 from app.qa.grounding import ACRONYM, PREFIX, Vocabulary
 from app.qa.mentions import RARE_SHARE, Mention, SourceNames
-from app.qa.retrieve import CONTEXT_DEPTH, FIRST_DEPTH, Pool, Reader, first_stage, read, reader_text
+from app.qa.retrieve import CONTEXT_DEPTH, FIRST_DEPTH, READER_DEPTH, Pool, Reader, first_stage, read, reader_text
 from app.qa.stores.common import PipelineDocuments, cited
 from app.qa.types import Source
 from ingest.embedding import Embedder
@@ -119,7 +119,7 @@ class PostgresStore(PipelineDocuments):
 
     def __init__(self, library: PgLibrary, embedder: Embedder, pipeline: Pipeline, *,
                  keyword: Literal["bm25", "fts"] = "bm25", candidates: int = CANDIDATES,
-                 reader: Reader | None = None, reader_depth: int = 10) -> None:
+                 reader: Reader | None = None, reader_depth: int = READER_DEPTH) -> None:
         self.library = library
         self.reader = reader  # the cross-encoder over the first stage's top reader_depth (app.qa.retrieve.read)
         self.reader_depth = reader_depth
