@@ -17,6 +17,7 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,65 +41,65 @@ def timed(fn, *args) -> float:  # type: ignore[no-untyped-def]
     return time.perf_counter() - t0
 
 
+def measure(data_dir: Path, threads: int, queries: list[str],
+            rounds: int) -> tuple[int, float, dict[str, float], float]:
+    from app.backends import build_service
+    from app.settings import Settings
+
+    service = build_service(Settings(data_dir=data_dir, previews=False, reader_threads=threads))
+    service.warm_up()
+    store, answerer = service.store, service.answerer
+    reader = store.reader  # type: ignore[attr-defined]
+    embedder = store.embedder  # type: ignore[attr-defined]
+    reader._cache_size = 0  # every call reads
+
+    def search(q: str) -> None:
+        service.search(q, 5)
+
+    def ask(q: str) -> None:
+        service.ask(q)
+
+    def off(fn: Callable[[str], None], q: str) -> None:
+        store.retriever.reader = answerer.reader = None  # type: ignore[attr-defined]
+        try:
+            fn(q)
+        finally:
+            store.retriever.reader = answerer.reader = reader  # type: ignore[attr-defined]
+
+    search(QUERIES[-1]), ask(QUERIES[-1])
+    t: dict[str, list[float]] = {k: [] for k in ("embed", "search_off", "search", "ask_off", "ask")}
+    for _ in range(rounds):
+        for q in queries:
+            t["embed"].append(timed(embedder.encode, [q], 1))
+            t["search_off"].append(timed(off, search, q))
+            t["search"].append(timed(search, q))
+            t["ask_off"].append(timed(off, ask, q))
+            t["ask"].append(timed(ask, q))
+    pair: list[float] = []  # two requests at once
+
+    def worker(qs: list[str]) -> None:
+        for q in qs:
+            pair.append(timed(search, q))
+
+    a = threading.Thread(target=worker, args=(queries[::2] * rounds,))
+    b = threading.Thread(target=worker, args=(queries[1::2] * rounds,))
+    a.start(), b.start()
+    a.join(), b.join()
+    service.close()
+    return threads, p50(t["embed"]), {k: p50(v) for k, v in t.items()}, p50(pair)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--queries", type=int, default=len(QUERIES), help="how many of QUERIES")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="reader threads to compare")
     args = parser.parse_args()
-    from app.backends import build_service
-    from app.settings import Settings
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load "
           f"{os.getloadavg()[0]:.1f}")
-    rows = []
-    for threads in (1, 2):
-        service = build_service(Settings(data_dir=args.data_dir, previews=False, reader_threads=threads))
-        service.warm_up()
-        reader = service.store.reader  # type: ignore[attr-defined]
-        embedder = service.store.embedder  # type: ignore[attr-defined]
-        reader._cache_size = 0  # every call reads
-
-        def off(fn):  # type: ignore[no-untyped-def]
-            def run(q: str) -> None:
-                service.store.retriever.reader = None  # type: ignore[attr-defined]
-                service.answerer.reader = None  # type: ignore[attr-defined]
-                try:
-                    fn(q)
-                finally:
-                    service.store.retriever.reader = reader  # type: ignore[attr-defined]
-                    service.answerer.reader = reader  # type: ignore[attr-defined]
-            return run
-
-        def search(q: str) -> None:
-            service.search(q, 5)
-
-        def ask(q: str) -> None:
-            service.ask(q)
-
-        for fn in (search, ask):
-            fn(QUERIES[0])
-        t: dict[str, list[float]] = {k: [] for k in ("embed", "search_off", "search", "ask_off", "ask")}
-        for _ in range(args.rounds):
-            for q in QUERIES:
-                t["embed"].append(timed(embedder.encode, [q], 1))
-                t["search_off"].append(timed(off(search), q))
-                t["search"].append(timed(search, q))
-                t["ask_off"].append(timed(off(ask), q))
-                t["ask"].append(timed(ask, q))
-        # two requests at once
-        pair: list[float] = []
-
-        def worker(qs: list[str]) -> None:
-            for q in qs:
-                pair.append(timed(search, q))
-
-        a = threading.Thread(target=worker, args=(QUERIES[::2] * args.rounds,))
-        b = threading.Thread(target=worker, args=(QUERIES[1::2] * args.rounds,))
-        a.start(), b.start()
-        a.join(), b.join()
-        unit = p50(t["embed"])
-        rows.append((threads, unit, {k: p50(v) for k, v in t.items()}, p50(pair)))
-        service.close()
+    rows = [measure(args.data_dir, threads, QUERIES[: args.queries], args.rounds) for threads in args.threads]
     print("| reader threads | embed ms (1 unit) | search off / on (units) | reader share of search | ask off / on "
           "(units) | reader share of ask | search, 2 at once (units) |")
     print("|---|---|---|---|---|---|---|")
