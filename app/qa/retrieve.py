@@ -35,7 +35,6 @@ RRF_K = 60
 KEYWORD_WEIGHT = 0.5  # BM25's list in the reciprocal-rank fusion, the dense list weighing 1
 LATE_WEIGHT = 1.0  # the word-piece MaxSim list over the pooled candidates
 NAMED_WEIGHT = 1.0  # the list of a named document's passages (by dense score)
-NAMED_BOOST = 0.6  # kept for the source-name test of the local store: 0 turns named documents off
 READER_DEPTH = 12  # the first stage's top M that the cross-encoder reads
 READER_K = 5
 READER_WEIGHT = 1.5  # the cross-encoder's rank beside the first stage's, fused by RRF over the top M
@@ -167,18 +166,6 @@ def _rows_with(snap: Snapshot) -> Callable[[str], Sequence[int]]:
     return rows
 
 
-def _scale(scores: np.ndarray) -> np.ndarray:
-    return scale_between(scores, float(np.median(scores)), float(scores.max()))
-
-
-def scale_between(scores: np.ndarray, mid: float, top: float) -> np.ndarray:
-    """Median-max scaling with the median and maximum given (a store that scores candidates only knows them
-    from elsewhere: app.qa.stores.postgres)."""
-    if top - mid <= 1e-9:
-        return np.zeros_like(scores)
-    return (scores - mid) / (top - mid)
-
-
 class Retriever:
     def __init__(self, library: Library, embedder: Embedder, *, reader: Reader | None = None,
                  reader_depth: int = READER_DEPTH, max_exhaustive: int = 50_000, candidates: int = 1000) -> None:
@@ -188,7 +175,6 @@ class Retriever:
         self.reader_depth = reader_depth
         self.max_exhaustive = max_exhaustive
         self.candidates = candidates
-        self.named_boost = NAMED_BOOST
         self._names: tuple[int, SourceNames] | None = None
         self._layout: tuple[int, np.ndarray, np.ndarray] | None = None
 
@@ -252,7 +238,7 @@ class Retriever:
         qv, q_tokens = self.embed_query(query) if query_vec is None else (query_vec, None)
         dense = self._dense(snap, qv.astype(np.float32), exhaustive=n <= self.max_exhaustive or allowed is not None)
         keyword = self._keyword(snap, query)
-        named = self.mention(snap, query) if self.named_boost else None
+        named = self.mention(snap, query) if NAMED_WEIGHT else None
         is_named = np.zeros(n, dtype=bool)
         if named is not None:  # prefer the documents the question names, without excluding the rest
             is_named = np.fromiter((p.doc_id in named.doc_ids or any(a["document_id"] in named.doc_ids

@@ -1,15 +1,13 @@
 """The PostgreSQL + pgvector store: the library in a database that any number of API processes and ingest
 workers share (ingest.pg_library), searched with the local store's ranking (app.qa.retrieve).
 
-Search reads candidates from the database and ranks them in Python exactly as the local store ranks its whole
-library: the dense top CANDIDATES by HNSW, the keyword top CANDIDATES by BM25 (or PostgreSQL full-text ranking,
-`keyword="fts"`), and the passages of a document the question names or of the filtered documents (all of them
-up to FEW_PASSAGES, else their CANDIDATES closest). The dense half's median-max scaling needs the median
-cosine over the whole library: it is taken over a sample of up to MEDIAN_SAMPLE passage vectors, kept per
-process and renewed when the library has grown or shrunk by a tenth. Measured on the local store over the
-shared corpus (dev + dev2): scoring only the top 50/100/200 dense candidates with the floor of those seen as
-the median lost up to 0.018 recall@5 and 0.03 MRR; with the median of a 256-vector sample, every rank was
-unchanged down to 50 candidates.
+Search reads candidates from the database and ranks them in Python with the local store's code
+(app.qa.retrieve.first_stage and read): the dense top CANDIDATES by HNSW, the keyword top CANDIDATES by BM25 (or
+PostgreSQL full-text ranking, `keyword="fts"`), and the passages of a document the question names or of the
+filtered documents (all of them up to FEW_PASSAGES, else their CANDIDATES closest). The first stage fuses ranked
+lists, so no library-wide statistic is needed (the old score fusion needed the median cosine over the whole
+library, taken from a sample of passage vectors). The cross-encoder reads the same top passages with the same
+next passage (NEXT_SQL) as the local store.
 """
 
 from __future__ import annotations
@@ -34,7 +32,6 @@ from ingest.textnorm import keyword_tokens, stem, words
 from ingest.token_codes import maxsim
 
 CANDIDATES = FIRST_DEPTH
-MEDIAN_SAMPLE = 1024
 FEW_PASSAGES = 1000  # a filter or a named source with more passages pools only its closest CANDIDATES
 EF_SEARCH = 400
 """HNSW's candidate list (pgvector's default 40 is below CANDIDATES). On a 100,000-chunk synthetic library of
@@ -128,7 +125,6 @@ class PostgresStore(PipelineDocuments):
         self.keyword = keyword
         self.candidates = candidates
         self._names: tuple[int, _DbSourceNames] | None = None
-        self._sample: tuple[int, np.ndarray] | None = None
 
     # ---- per-generation state ------------------------------------------------------------------------------
     def _meta(self) -> dict[str, str]:
@@ -143,22 +139,6 @@ class PostgresStore(PipelineDocuments):
             cached = self._names = (gen, _DbSourceNames(docs, self.library, int(meta["passages"]),
                                                         self.embedder.known_words()))
         return cached[1]
-
-    def _median_sample(self, passages: int) -> np.ndarray:
-        """Vectors of up to MEDIAN_SAMPLE passages (all of them in a small library), for the dense median."""
-        cached = self._sample
-        if cached is not None and abs(cached[0] - passages) <= 0.1 * max(cached[0], 1):
-            return cached[1]
-        with self.library.connection() as conn:
-            if passages <= MEDIAN_SAMPLE:
-                rows = conn.execute("SELECT embedding FROM passages", binary=True).fetchall()
-            else:
-                pct = min(100.0, 100.0 * 2 * MEDIAN_SAMPLE / passages)
-                rows = conn.execute("SELECT embedding FROM passages TABLESAMPLE SYSTEM (%s) REPEATABLE (7) "
-                                    "LIMIT %s", (pct, MEDIAN_SAMPLE), binary=True).fetchall()
-        matrix = _matrix([r[0] for r in rows])
-        self._sample = (passages, matrix.reshape(-1, self.library.dim))
-        return self._sample[1]
 
     # ---- Retrieval -------------------------------------------------------------------------------------
     def unknown_terms(self, text: str) -> list[str]:
