@@ -136,10 +136,11 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--write", action="store_true", help=f"write {MODEL_PATH.name}")
     parser.add_argument("--no-reader", action="store_true", help=f"without the cross-encoder ({PLAIN_MODEL_PATH.name})")
+    parser.add_argument("--features", nargs="+", choices=MODEL, help="the signals the model reads (default: all)")
     parser.add_argument("--dump", type=Path, help="also write what scripts/reader_sweep.py answers reads")
     parser.add_argument("--from-dump", type=Path, nargs="+", help="the signals of earlier --dumps (no search)")
     args = parser.parse_args()
-    names = [f for f in MODEL if f not in READER] if args.no_reader else MODEL
+    names = [f for f in MODEL if f not in READER] if args.no_reader else (args.features or MODEL)
     use(names)
     if args.from_dump:
         import pickle

@@ -155,15 +155,15 @@ def answers(paths: list[str]) -> None:
     for p in paths:
         with open(p, "rb") as f:
             dumped += [d for d in pickle.load(f) if d["answerable"] and d["evidence_items"]]
-    weights = [0.0, 0.25, 0.4, 0.5, 0.6, 0.75, 0.9, 1.0]
-    has: dict[float, list[bool]] = {}
+    weights = [(w, pw) for w in (0.0, 0.25, 0.4, 0.5, 0.6, 0.75, 0.9, 1.0) for pw in (0.0, 0.25, 0.5)]
+    has: dict[tuple[float, float], list[bool]] = {}
     for w in weights:
         has[w] = []
         for d in dumped:
             if not d["cands"]:
                 has[w].append(False)
                 continue
-            scores = sentence_scores(d["question"], d["sources"], d["cands"], d["cos"], d["read"], w)
+            scores = sentence_scores(d["question"], d["sources"], d["cands"], d["cos"], d["read"], *w)
             chosen = choose(d["cands"], scores, 4, 0.5, 110)
             has[w].append(any(d["evidence"][i] for i in chosen))
     sets = np.asarray([d["set"] for d in dumped])
@@ -172,8 +172,8 @@ def answers(paths: list[str]) -> None:
                                           for n in ("dev.jsonl", "dev2.jsonl")) + " |")
     from sklearn.model_selection import StratifiedKFold
 
-    held = {n: [] for n in ("dev.jsonl", "dev2.jsonl")}
-    chosen_w: dict[float, int] = {}
+    held: dict[str, list[float]] = {n: [] for n in ("dev.jsonl", "dev2.jsonl")}
+    chosen_w: dict[tuple[float, float], int] = {}
     for seed in range(5):
         got = np.zeros(len(dumped))
         for train, test in StratifiedKFold(5, shuffle=True, random_state=seed).split(sets, sets):

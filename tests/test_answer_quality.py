@@ -111,14 +111,18 @@ def test_answer_defects_flags_each_kind():
 
 
 def test_answerability_refuses_unknown_terms_and_explains():
+    strong = Signals(passage=0.8, sentence=0.85, term_share=0.8, rare_share=0.8, unknown=0, absent=0, lacking=0,
+                     reader_passage=6.0, reader_sentence=5.0)
+    weak = Signals(passage=0.2, sentence=0.25, term_share=0.0, rare_share=0.0, unknown=0, absent=3, lacking=1,
+                   reader_passage=-10.0, reader_sentence=-11.0)
+    for model in (Answerability.load(), Answerability.load(with_reader=False)):  # with and without the reader
+        assert model.decide(strong)[0] and not model.decide(weak)[0]
+        assert model.probability(strong) > model.probability(weak)
     model = Answerability.load()
-    strong = Signals(passage=0.8, sentence=0.85, term_share=1.0, rare_share=1.0, unknown=0, absent=0, lacking=0)
-    weak = Signals(passage=0.2, sentence=0.25, term_share=0.0, rare_share=0.0, unknown=0, absent=3, lacking=1)
-    assert model.decide(strong)[0] and not model.decide(weak)[0]
-    assert model.probability(strong) > model.probability(weak)
+    assert model.features == ["reader_passage", "reader_sentence"]
     unknown = Signals(**{**strong.__dict__, "unknown": 1})
     ok, why = model.decide(unknown)
-    assert not ok and why.startswith("refuse") and "passage 0.80" in why
+    assert not ok and why.startswith("refuse") and "reader_passage 6.00" in why
 
 
 def test_eval_scores_several_sets_with_kinds(sample_store, embedder, tmp_path):

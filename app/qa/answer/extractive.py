@@ -92,10 +92,10 @@ def sentences_of(text: str) -> list[str]:
 
 
 HEADING = -1.0  # the score of a heading: below any sentence's
-READER_SENTENCE_WEIGHT = 0.5
+READER_SENTENCE_WEIGHT = 0.4
 """A sentence's score: (1 - w) * (0.65 cosine + 0.35 keyword overlap) + w * sigmoid(cross-encoder logit), minus
 0.03 a source rank."""
-READER_PASSAGE_WEIGHT = 0.0  # + this x sigmoid(the logit of the sentence's passage)
+READER_PASSAGE_WEIGHT = 0.5  # + this x sigmoid(the logit of the sentence's passage)
 READER_FLOOR = -12.0  # the reader signals when nothing was read (below any logit seen)
 
 
