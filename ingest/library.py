@@ -422,6 +422,11 @@ class Library:
                 out.update(dict(conn.execute(q, part).fetchall()))
         return out
 
+    def chunk_order(self) -> dict[str, tuple[str, int]]:
+        """chunk id -> (document id, position in the document): where each passage's neighbours are."""
+        with contextlib.closing(self._connect()) as conn:
+            return {cid: (doc, int(o)) for cid, doc, o in conn.execute("SELECT id, doc_id, ord FROM chunks")}
+
     def snapshot(self, *, force_check: bool = False) -> Snapshot:
         """The committed generation: checked in SQLite on every call (see the class docstring for its cost);
         a newer one is loaded before returning. `force_check` is kept for older callers: every call checks."""

@@ -22,18 +22,28 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.qa.answer.answerability import MODEL_PATH  # noqa: E402
+from app.qa.answer.answerability import MODEL_PATH, PLAIN_MODEL_PATH  # noqa: E402
 
-FEATURES = ["passage", "sentence", "term_share", "rare_share", "unknown", "absent", "lacking"]
+FEATURES = ["passage", "sentence", "term_share", "rare_share", "unknown", "absent", "lacking", "reader_passage",
+            "reader_sentence"]
+READER = ["reader_passage", "reader_sentence"]
 MODEL = [f for f in FEATURES if f != "unknown"]  # unknown terms refuse by rule
 
 
-def collect(data_dir: Path, sets: list[Path]) -> tuple[list[dict], np.ndarray, np.ndarray]:
+def collect(data_dir: Path, sets: list[Path], dump: Path | None = None,
+            reader: bool = True) -> tuple[list[dict], np.ndarray, np.ndarray]:
+    """Every question's signals; with `dump`, also what scripts/reader_sweep.py needs to choose answer sentences
+    offline (the sentences, their cosines and logits, which hold an evidence quote) and the search ranks."""
+    import pickle
+
     from app.backends import build_service
-    from app.qa.answer.extractive import ExtractiveAnswerer
+    from app.qa.answer.extractive import ExtractiveAnswerer, is_heading, quotable
+    from app.qa.evaluate import first_full_hit, normalise
     from app.settings import Settings
 
-    service = build_service(Settings(data_dir=data_dir))
+    service = build_service(Settings(data_dir=data_dir, reader=reader))
+    service.warm_up()
+    dumped = []
     answerer = service.answerer
     assert isinstance(answerer, ExtractiveAnswerer)
     items, xs, ys = [], [], []
@@ -44,18 +54,39 @@ def collect(data_dir: Path, sets: list[Path]) -> tuple[list[dict], np.ndarray, n
             item = json.loads(line)
             item["set"] = path.name
             question = item["question"]
-            sources = service.store.search(question, service.default_top_k)
+            found = service.store.search(question, max(10, service.default_top_k))
+            sources = found[: service.default_top_k]
             unknown = service.store.unknown_terms(question)
-            signals, _, _ = answerer.signals(question, sources, unknown)
+            signals, cands, cos, read = answerer.signals(question, sources, unknown)
+            if dump is not None:
+                quotes = [normalise(ev["quote"]) for ev in item.get("evidence", [])]
+                dumped.append({
+                    "id": item.get("id"), "set": path.name, "answerable": bool(item.get("answerable", True)),
+                    "kind": item.get("kind", ""), "rank": first_full_hit(item, [r.text for r in found]),
+                    "rank_context": first_full_hit(item, [f"{r.text}\n{r.context or ''}" for r in found]),
+                    "contexts": sum(r.context is not None for r in found), "lengths": [len(r.text) for r in found],
+                    "signals": signals.vector(FEATURES), "cands": cands, "cos": cos, "read": read,
+                    "blocked": [is_heading(c[2], sources[c[0]]) or not quotable(c[2]) for c in cands],
+                    "evidence": [any(q and q in normalise(c[2]) for q in quotes) for c in cands],
+                    "question": question, "sources": sources, "answer": item.get("answer", ""),
+                    "evidence_items": item.get("evidence", [])})
             items.append(item)
             xs.append(signals.vector(FEATURES))
             ys.append(1 if item.get("answerable", True) else 0)
+    if dump is not None:
+        with dump.open("wb") as f:
+            pickle.dump(dumped, f)
     return items, np.asarray(xs, dtype=float), np.asarray(ys)
 
 
 UNKNOWN = FEATURES.index("unknown")
 COVERED = FEATURES.index("term_share")
 COLUMNS = [FEATURES.index(f) for f in MODEL]
+
+
+def use(names: list[str]) -> None:
+    """Fit and decide with these signals only."""
+    COLUMNS[:] = [FEATURES.index(f) for f in names]
 
 
 def fit(x: np.ndarray, y: np.ndarray, c: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
@@ -104,9 +135,25 @@ def main() -> int:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--write", action="store_true", help=f"write {MODEL_PATH.name}")
+    parser.add_argument("--no-reader", action="store_true", help=f"without the cross-encoder ({PLAIN_MODEL_PATH.name})")
+    parser.add_argument("--features", nargs="+", choices=MODEL, help="the signals the model reads (default: all)")
+    parser.add_argument("--dump", type=Path, help="also write what scripts/reader_sweep.py answers reads")
+    parser.add_argument("--from-dump", type=Path, nargs="+", help="the signals of earlier --dumps (no search)")
     args = parser.parse_args()
-    names = MODEL
-    items, x, y = collect(args.data_dir, args.sets)
+    names = [f for f in MODEL if f not in READER] if args.no_reader else (args.features or MODEL)
+    use(names)
+    if args.from_dump:
+        import pickle
+
+        dumped = []
+        for path in args.from_dump:
+            with path.open("rb") as f:
+                dumped += pickle.load(f)
+        items = [{"set": d["set"]} for d in dumped]
+        x = np.asarray([d["signals"] for d in dumped], dtype=float)
+        y = np.asarray([1 if d["answerable"] else 0 for d in dumped])
+    else:
+        items, x, y = collect(args.data_dir, args.sets, args.dump, reader=not args.no_reader)
     answered = cross_validate(x, y, args.c, args.min_answered, args.folds, args.repeats)
     print(f"cross-validated ({args.folds} folds x {args.repeats} shuffles), features {names}:")
     for name in sorted({i["set"] for i in items}):
@@ -120,12 +167,12 @@ def main() -> int:
     print("weights:", dict(zip(names, np.round(w, 3).tolist(), strict=True)), "bias", round(b, 3),
           "threshold", round(t, 3))
     if args.write:
-        MODEL_PATH.write_text(json.dumps({
+        (PLAIN_MODEL_PATH if args.no_reader else MODEL_PATH).write_text(json.dumps({
             "features": names, "mean": mean.round(6).tolist(), "scale": scale.round(6).tolist(),
             "weights": w.round(6).tolist(), "bias": round(b, 6), "threshold": round(t, 6),
             "fitted_on": [p.name for p in args.sets], "min_answered": args.min_answered, "c": args.c,
         }, indent=1) + "\n")
-        print("wrote", MODEL_PATH)
+        print("wrote", PLAIN_MODEL_PATH if args.no_reader else MODEL_PATH)
     return 0
 
 

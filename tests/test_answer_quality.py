@@ -111,14 +111,18 @@ def test_answer_defects_flags_each_kind():
 
 
 def test_answerability_refuses_unknown_terms_and_explains():
+    strong = Signals(passage=0.8, sentence=0.85, term_share=0.8, rare_share=0.8, unknown=0, absent=0, lacking=0,
+                     reader_passage=6.0, reader_sentence=5.0)
+    weak = Signals(passage=0.2, sentence=0.25, term_share=0.0, rare_share=0.0, unknown=0, absent=3, lacking=1,
+                   reader_passage=-10.0, reader_sentence=-11.0)
+    for model in (Answerability.load(), Answerability.load(with_reader=False)):  # with and without the reader
+        assert model.decide(strong)[0] and not model.decide(weak)[0]
+        assert model.probability(strong) > model.probability(weak)
     model = Answerability.load()
-    strong = Signals(passage=0.8, sentence=0.85, term_share=1.0, rare_share=1.0, unknown=0, absent=0, lacking=0)
-    weak = Signals(passage=0.2, sentence=0.25, term_share=0.0, rare_share=0.0, unknown=0, absent=3, lacking=1)
-    assert model.decide(strong)[0] and not model.decide(weak)[0]
-    assert model.probability(strong) > model.probability(weak)
+    assert model.features == ["reader_passage", "reader_sentence"]
     unknown = Signals(**{**strong.__dict__, "unknown": 1})
     ok, why = model.decide(unknown)
-    assert not ok and why.startswith("refuse") and "passage 0.80" in why
+    assert not ok and why.startswith("refuse") and "reader_passage 6.00" in why
 
 
 def test_eval_scores_several_sets_with_kinds(sample_store, embedder, tmp_path):
@@ -149,3 +153,37 @@ def test_a_wrapped_line_that_starts_with_a_bracket_continues_its_sentence():
     # an enumerator in brackets still starts an item of its own
     assert sentences_of("Three kinds of scores\n(a) dot product of states\n(b) a bilinear form x W y") == [
         "Three kinds of scores", "(a) dot product of states", "(b) a bilinear form x W y"]
+
+
+@pytest.fixture(scope="module")
+def cross_encoder():
+    from ingest import reader_models
+    from ingest.cross_encoder import CrossEncoder
+
+    if reader_models.available() is not None:
+        pytest.skip(reader_models.available())
+    return CrossEncoder().load()
+
+
+def test_a_why_question_quotes_the_reason_read_by_the_cross_encoder(pipeline, library, embedder, cross_encoder):
+    """Issue 21: "what problem does X solve" quotes the problem (slide 2 of the LSTM deck), not X's formula."""
+    assert pipeline.ingest([SourceFile(name=p.name, path=p) for p in sorted(SAMPLES.iterdir())]).error is None
+    store = LocalStore(library, embedder, pipeline, Retriever(library, embedder, reader=cross_encoder))
+    service = QAService(store, ExtractiveAnswerer(embedder, rarity=store.rarity, reader=cross_encoder))
+    result = service.ask("What problem does the LSTM forget gate solve?")
+    assert result.answer.grounded
+    assert "Plain RNNs forget long-range information because gradients vanish" in result.answer.text
+    assert answer_defects(result.answer.text) == []
+    assert all(s.reader is not None for s in result.sources)  # the reader read every source it returned
+    plain = QAService(store, ExtractiveAnswerer(embedder, rarity=store.rarity)).ask(
+        "What problem does the LSTM forget gate solve?")
+    assert plain.answer.text != result.answer.text
+
+
+def test_cross_encoder_scores_relevance_and_caches(cross_encoder):
+    q = "What does the forget gate of an LSTM decide?"
+    texts = ["The forget gate decides which entries of the cell state to erase.", "Paris is the capital of France."]
+    first = cross_encoder.score(q, texts)
+    assert first.shape == (2,) and first[0] > first[1] + 5
+    assert cross_encoder.score(q, texts[::-1]).tolist() == first[::-1].tolist()  # from the cache, same values
+    assert cross_encoder.score(q, []).shape == (0,)

@@ -13,12 +13,17 @@ from tests.conftest import CORPUS, DEV_QA, ROOT, needs_shared
 pytestmark = [needs_shared, pytest.mark.slow]
 
 # Floors a little under what `lecture-qa eval` measured (docs/retrieval.md); a regression trips them.
+# Measured with the cross-encoder (issue 21): dev 0.836 / 0.683 (text alone 0.782 / 0.645), dev2 0.800 / 0.640
+# (0.787 / 0.603); answers with evidence 0.58 / 0.56; answered 54/55, 71/75; refused 6/6, 11/25.
 FLOORS = {
-    "dev.jsonl": {"recall@5": 0.80, "mrr@10": 0.60, "answer_has_evidence": 0.45, "answer_recall": 0.40},
-    "dev2.jsonl": {"recall@5": 0.70, "mrr@10": 0.56, "answer_has_evidence": 0.38, "answer_recall": 0.34},
+    "dev.jsonl": {"recall@5": 0.80, "mrr@10": 0.64, "recall@5_text": 0.74, "answer_has_evidence": 0.52,
+                  "answer_recall": 0.45},
+    "dev2.jsonl": {"recall@5": 0.76, "mrr@10": 0.60, "recall@5_text": 0.74, "answer_has_evidence": 0.50,
+                   "answer_recall": 0.38},
 }
-MIN_ANSWERED = {"dev.jsonl": (52, 55), "dev2.jsonl": (67, 75)}
-MIN_REFUSED = {"dev.jsonl": (4, 6), "dev2.jsonl": (7, 25)}
+MAX_MEDIAN_TEXT = 1000  # passages stay passages: the gain is ranking (context is not counted)
+MIN_ANSWERED = {"dev.jsonl": (52, 55), "dev2.jsonl": (69, 75)}
+MIN_REFUSED = {"dev.jsonl": (5, 6), "dev2.jsonl": (9, 25)}
 MIN_SOURCE_NAMED = 11  # of 12 dev2 questions that name their source, within the top 5
 MAX_DEFECTS = 3  # answers holding a question, a Notes:/Source: line, a heading or a cut sentence
 
@@ -78,6 +83,7 @@ def test_eval_floors(corpus_library):
     for name, result in results.items():
         for metric, floor in FLOORS[name].items():
             assert result[metric] >= floor, (name, metric, result)
+        assert result["median_text_chars"] <= MAX_MEDIAN_TEXT, (name, result)
         answered, total = map(int, result["answered_answerable"].split("/"))
         refused, unanswerable = map(int, result["refused_unanswerable"].split("/"))
         assert total == MIN_ANSWERED[name][1] and answered >= MIN_ANSWERED[name][0], (name, result)

@@ -150,3 +150,43 @@ def test_headings_are_evidence_but_never_answer_sentences(embedder):
     only_heading = Source("c2", "Vanishing and exploding gradients\nSee above", 1.0, doc,
                           {"section": "Lecture 2 > Vanishing and exploding gradients"}, dense=0.6)
     assert not ExtractiveAnswerer(embedder).answer("Why do gradients vanish?", [only_heading]).grounded
+
+
+def test_rrf_fuses_any_number_of_lists_by_rank():
+    import numpy as np
+
+    from app.qa.retrieve import rrf
+
+    tie = np.arange(6)
+    dense, keyword, third = np.array([0, 1, 2]), np.array([3, 1]), np.array([4, 1, 0])
+    keys, scores = rrf([(dense, 1.0), (keyword, 0.5), (third, 1.0)], 60, tie)
+    assert keys[0] == 1  # second in all three lists beats first in one
+    assert list(keys) == sorted(keys, key=lambda k: -scores[list(keys).index(k)])
+    assert abs(scores[0] - (1 / 62 + 0.5 / 62 + 1 / 62)) < 1e-12
+    assert set(keys) == {0, 1, 2, 3, 4}
+    only_two, _ = rrf([(dense, 1.0), (keyword, 0.5)], 60, tie)
+    assert 4 not in only_two  # a list with weight adds its passages; without it they are absent
+
+
+def test_a_read_passage_carries_its_next_passage_as_context(store, library, embedder):
+    from ingest import reader_models
+    from ingest.cross_encoder import CrossEncoder
+
+    if reader_models.available() is not None:
+        pytest.skip(reader_models.available())
+    store.retriever.reader = CrossEncoder().load()
+    snap = library.snapshot()
+    nxt = store.retriever.neighbours(snap)
+    rows = {p.chunk_id: i for i, p in enumerate(snap.passages)}
+    deck = [i for i, p in enumerate(snap.passages) if p.doc_id == snap.passages[rows[next(
+        p.chunk_id for p in snap.passages if p.location == {"slide": 2})]].doc_id]
+    slides = {snap.passages[i].location["slide"]: i for i in deck}
+    assert nxt[slides[2]] == slides[3] and nxt[slides[max(slides)]] == -1  # the next slide; none after the last
+    results = store.search("What problem does the LSTM forget gate solve?", 5)
+    assert all(r.reader is not None for r in results)
+    with_context = [r for r in results if r.context]
+    assert with_context
+    for r in with_context:
+        assert r.context == snap.passages[nxt[rows[r.chunk_id]]].text  # the next passage of its document
+    assert "context" in with_context[0].public() and "context" not in {k for r in results if not r.context
+                                                                       for k in r.public()}

@@ -87,6 +87,8 @@ class SearchResultPublic(BaseModel):
     document: DocumentRefInfo
     location: LocationInfo
     also_at: list[Place]
+    context: str | None = Field(None, description="The next passage of the same document, read with this one by "
+                                "the cross-encoder, when it may hold the evidence (not counted in `text`).")
 
 
 class SearchResponse(BaseModel):

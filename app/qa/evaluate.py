@@ -3,7 +3,11 @@
 Hit rule (comparable across systems): a result hits an evidence quote when the quote, NFKC-normalised,
 lower-cased, with every non-alphanumeric character removed, is a substring of the result's text normalised the
 same way. A question is a hit at k when one of its quotes is hit within the first k results; a multi-hop
-question needs, within k, one hit for each of its evidence documents.
+question needs, within k, one hit for each of its evidence documents. A result's `context` (the next passage,
+returned with it when the cross-encoder read the two together and that passage itself ranks near the top)
+counts as its text: it is returned to the caller beside the passage. `recall@5_text` and `mrr@10_text` give the
+same figures on `text` alone, and `median_text_chars` the median length of the returned `text`s (context not
+counted), so a gain from context stays visible as such.
 
 Answers of answerable questions are scored too, when the file has them: `answer_has_evidence` is the share of
 answers that contain one of the question's evidence quotes (same normalisation), `answer_recall` the mean share
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,6 +29,7 @@ from typing import Any
 
 from app.qa.answer.extractive import DANGLING
 from app.qa.service import QAService
+from app.qa.types import Source
 from ingest.textnorm import keyword_tokens
 
 KS = (1, 3, 5, 10)
@@ -49,6 +55,11 @@ def first_full_hit(item: dict[str, Any], texts: list[str]) -> int | None:
         if len(found) == len(need):
             return max(found.values())
     return None
+
+
+def with_context(result: Source) -> str:
+    """What the hit rule reads of a result: its text and, when it came with one, its context."""
+    return f"{result.text}\n{result.context}" if result.context else result.text
 
 
 def answer_scores(item: dict[str, Any], answer: str) -> tuple[bool, float | None]:
@@ -93,9 +104,14 @@ def evaluate(service: QAService, qa_path: Path, *, progress: Callable[[int, int]
     misses: list[str] = []
     kinds: dict[str, list[int]] = {}  # kind -> [hits@5, questions]
     ranks: dict[str, int | None] = {}
+    plain_hits, plain_rr, lengths = 0, 0.0, []
     for n, item in enumerate(answerable):
         results = service.search(item["question"], top_k=10)
-        rank = ranks[item.get("id", str(n))] = first_full_hit(item, [r.text for r in results])
+        rank = ranks[item.get("id", str(n))] = first_full_hit(item, [with_context(r) for r in results])
+        plain = first_full_hit(item, [r.text for r in results])
+        plain_hits += plain is not None and plain <= 5
+        plain_rr += 1.0 / plain if plain is not None else 0.0
+        lengths += [len(r.text) for r in results]
         kind = kinds.setdefault(item.get("kind", "other"), [0, 0])
         kind[1] += 1
         if rank is not None:
@@ -112,6 +128,9 @@ def evaluate(service: QAService, qa_path: Path, *, progress: Callable[[int, int]
         "answerable": len(answerable),
         **{f"recall@{k}": round(hits[k] / max(len(answerable), 1), 4) for k in KS},
         "mrr@10": round(rr / max(len(answerable), 1), 4),
+        "recall@5_text": round(plain_hits / max(len(answerable), 1), 4),
+        "mrr@10_text": round(plain_rr / max(len(answerable), 1), 4),
+        "median_text_chars": int(statistics.median(lengths)) if lengths else 0,
         "recall@5_by_kind": {k: f"{h}/{n}" for k, (h, n) in sorted(kinds.items())},
         "missed@5": misses,
     }

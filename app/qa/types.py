@@ -27,10 +27,15 @@ class Source:
     location: dict[str, Any]
     also_at: list[dict[str, Any]] = field(default_factory=list)
     dense: float = 0.0  # cosine of query and passage (evidence strength)
+    reader: float | None = None  # the cross-encoder's logit for (question, passage with its neighbour)
+    context: str | None = None  # the next passage of the same document, when the passage comes with it
 
     def public(self) -> dict[str, Any]:
-        return {"chunk_id": self.chunk_id, "text": self.text, "score": round(self.score, 6),
-                "document": self.document.public(), "location": self.location, "also_at": self.also_at}
+        out = {"chunk_id": self.chunk_id, "text": self.text, "score": round(self.score, 6),
+               "document": self.document.public(), "location": self.location, "also_at": self.also_at}
+        if self.context:
+            out["context"] = self.context
+        return out
 
 
 @dataclass

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 MODEL_PATH = Path(__file__).with_name("answerability.json")
+PLAIN_MODEL_PATH = Path(__file__).with_name("answerability_no_reader.json")  # LECTURE_QA_READER=false
 
 
 @dataclass
@@ -38,6 +39,8 @@ class Signals:
     unknown: float
     absent: float = 0.0
     lacking: float = 0.0
+    reader_passage: float = 0.0  # the cross-encoder's best logit over the sources (with their next passage)
+    reader_sentence: float = 0.0  # its best logit over their sentences, each in its context
 
     def vector(self, names: list[str]) -> list[float]:
         values = asdict(self)
@@ -54,7 +57,8 @@ class Answerability:
     threshold: float
 
     @classmethod
-    def load(cls, path: Path = MODEL_PATH) -> Answerability:
+    def load(cls, path: Path | None = None, *, with_reader: bool = True) -> Answerability:
+        path = path or (MODEL_PATH if with_reader else PLAIN_MODEL_PATH)
         data = json.loads(path.read_text())
         return cls(data["features"], data["mean"], data["scale"], data["weights"], data["bias"], data["threshold"])
 

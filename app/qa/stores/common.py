@@ -39,8 +39,14 @@ class PipelineDocuments:
         return self.pipeline.delete(doc_id)
 
 
+def context_of(text: str, following: str | None) -> str | None:
+    """The next passage's text, given with a passage as its context when it may hold the evidence."""
+    return following or None
+
+
 def cited(chunk_id: str, text: str, score: float, dense: float, places: Sequence[Mapping[str, Any]],
-          names: Callable[[str], tuple[str, str]], wanted: set[str]) -> Source:
+          names: Callable[[str], tuple[str, str]], wanted: set[str], *, reader: float | None = None,
+          following: str | None = None) -> Source:
     """A passage found at `places` ([{"document_id", "location"}], its own place first, then those of the chunks
     collapsed into it) as a Source; with a document filter (`wanted`) the place in a wanted document is cited.
     `names(document_id)` -> (name, title)."""
@@ -50,4 +56,5 @@ def cited(chunk_id: str, text: str, score: float, dense: float, places: Sequence
         order.insert(0, order.pop(first))
     refs = [DocumentRef(a["document_id"], *names(a["document_id"])) for a in order]
     also = [{"document": r.public(), "location": a["location"]} for r, a in zip(refs[1:], order[1:], strict=True)]
-    return Source(chunk_id, text, score, refs[0], order[0]["location"], also, dense=dense)
+    return Source(chunk_id, text, score, refs[0], order[0]["location"], also, dense=dense, reader=reader,
+                  context=context_of(text, following))

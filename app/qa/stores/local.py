@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from app.qa.grounding import Vocabulary
-from app.qa.retrieve import Retriever
+from app.qa.retrieve import Reader, Retriever
 from app.qa.stores.common import PipelineDocuments, cited
 from app.qa.types import Source
 from ingest.embedding import Embedder
@@ -26,6 +26,10 @@ class LocalStore(PipelineDocuments):
         self.pipeline = pipeline
         self.retriever = retriever
         self._vocab: tuple[int, Vocabulary] | None = None
+
+    @property
+    def reader(self) -> Reader | None:
+        return self.retriever.reader
 
     def unknown_terms(self, text: str) -> list[str]:
         snap = self.library.snapshot()
@@ -52,7 +56,9 @@ class LocalStore(PipelineDocuments):
         for h in hits:
             p = snap.passages[h.row]
             places = [{"document_id": p.doc_id, "location": p.location}, *p.also_at]
-            out.append(cited(p.chunk_id, p.text, h.score, h.dense, places, names, wanted))
+            following = snap.passages[h.context].text if h.context >= 0 else None
+            out.append(cited(p.chunk_id, p.text, h.score, h.dense, places, names, wanted, reader=h.reader,
+                             following=following))
         return out
 
     @property
@@ -60,12 +66,15 @@ class LocalStore(PipelineDocuments):
         return f"data dir: {self.library.data_dir}"
 
     def warm_up(self) -> None:
-        """Opens the index and loads the model (an embedder makes its runtime on first use): ready means
-        searchable without a slow first question."""
-        self.library.snapshot()
+        """Opens the index and loads the models (an embedder makes its runtime on first use; the cross-encoder):
+        ready means searchable without a slow first question."""
+        snap = self.library.snapshot()
         load = getattr(self.embedder, "load", None)
         if load is not None:
             load()
+        if self.retriever.reader is not None:
+            self.retriever.reader.load()
+            self.retriever.layout(snap)
 
     def close(self) -> None:
         """Nothing to release: SQLite connections are per thread, the parse worker is shared by the process."""

@@ -1,19 +1,17 @@
 """The PostgreSQL + pgvector store: the library in a database that any number of API processes and ingest
 workers share (ingest.pg_library), searched with the local store's ranking (app.qa.retrieve).
 
-Search reads candidates from the database and ranks them in Python exactly as the local store ranks its whole
-library: the dense top CANDIDATES by HNSW, the keyword top CANDIDATES by BM25 (or PostgreSQL full-text ranking,
-`keyword="fts"`), and the passages of a document the question names or of the filtered documents (all of them
-up to FEW_PASSAGES, else their CANDIDATES closest). The dense half's median-max scaling needs the median
-cosine over the whole library: it is taken over a sample of up to MEDIAN_SAMPLE passage vectors, kept per
-process and renewed when the library has grown or shrunk by a tenth. Measured on the local store over the
-shared corpus (dev + dev2): scoring only the top 50/100/200 dense candidates with the floor of those seen as
-the median lost up to 0.018 recall@5 and 0.03 MRR; with the median of a 256-vector sample, every rank was
-unchanged down to 50 candidates.
+Search reads candidates from the database and ranks them in Python with the local store's code
+(app.qa.retrieve.first_stage and read): the dense top CANDIDATES by HNSW, the keyword top CANDIDATES by BM25 (or
+PostgreSQL full-text ranking, `keyword="fts"`), and the passages of a document the question names or of the
+filtered documents (all of them up to FEW_PASSAGES, else their CANDIDATES closest). The first stage fuses ranked
+lists, so no library-wide statistic is needed (the old score fusion needed the median cosine over the whole
+library, taken from a sample of passage vectors). The cross-encoder reads the same top passages with the same
+next passage (NEXT_SQL) as the local store.
 
 Dense models (LECTURE_QA_DENSE_MODEL): each model of the database's recorded choice pools its own top CANDIDATES
-from its own HNSW index (`dense_top`), is scored over the pool and median-max scaled against its own sample;
-the dense part is their mean, as in app.qa.retrieve.
+from its own HNSW index (`dense_top`); MiniLM's cosine over the pool is the dense list and bge-small's one more
+voice of the first stage (with `bge-small` alone, its cosine is the dense list), as in app.qa.retrieve.
 """
 
 from __future__ import annotations
@@ -22,13 +20,24 @@ import logging
 import math
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
 from app.qa.grounding import ACRONYM, PREFIX, Vocabulary
 from app.qa.mentions import RARE_SHARE, Mention, SourceNames
-from app.qa.retrieve import LATE_WEIGHT, NAMED_BOOST, RERANK_CANDIDATES, scale_between
+from app.qa.retrieve import (
+    CONTEXT_DEPTH,
+    FIRST_DEPTH,
+    READER_DEPTH,
+    Pool,
+    Reader,
+    Voice,
+    first_stage,
+    read,
+    reader_text,
+)
 from app.qa.stores.common import PipelineDocuments, cited
 from app.qa.types import Source
 from ingest.embedding import MINILM_KEY, Embedder, PassageEncoder, dense_lists
@@ -38,14 +47,12 @@ from ingest.textnorm import keyword_tokens, stem, words
 from ingest.token_codes import maxsim
 
 log = logging.getLogger(__name__)
-CANDIDATES = 100
-MEDIAN_SAMPLE = 1024
+CANDIDATES = FIRST_DEPTH
 FEW_PASSAGES = 1000  # a filter or a named source with more passages pools only its closest CANDIDATES
 EF_SEARCH = 400
 """HNSW's candidate list (pgvector's default 40 is below CANDIDATES). On a 100,000-chunk synthetic library of
 near-copies (bench/scale.py), recall@10 against exact was 0.632 / 0.782 / 0.840 / 0.909 / 0.950 at 40 / 100 /
 200 / 400 / 800 for 1.2 / 1.3 / 1.8 / 3.3 / 9.3 ms a query: 400 is the last step that costs little."""
-KEYWORD_WEIGHT = 0.3
 BM25_K1, BM25_B = 1.5, 0.75  # bm25s's defaults, which the local store uses
 
 POSTINGS_BUDGET = 20_000
@@ -70,11 +77,28 @@ postings."""
 """BM25 as bm25s computes it ("lucene": idf = ln(1 + (N - df + 0.5) / (df + 0.5)), tf / (tf + k1 (1 - b + b dl /
 avgdl))), each term's weight (idf x its count in the query) computed before, in floating point: with the idf in
 SQL's numeric arithmetic the aggregation took 140 of 165 ms over 21,678 postings."""
+NEXT_SQL = """
+SELECT c.id, c.title, c.text, n.text, n.id FROM chunks c LEFT JOIN LATERAL (
+    SELECT x.text, x.id FROM chunks x WHERE x.doc_id = c.doc_id AND x.ord > c.ord AND x.head = x.id
+    ORDER BY x.ord LIMIT 1
+) n ON true WHERE c.id = ANY(%s)
+"""
+"""Each passage's title and text and the next passage of its document (the next canonical chunk in chunk order),
+as the local store's Retriever.layout finds it."""
 FTS_SQL = """
 SELECT id, ts_rank_cd(fts, q) AS s FROM passages, websearch_to_tsquery('english', %(text)s) q
 WHERE fts @@ q AND (%(among)s::text[] IS NULL OR id = ANY(%(among)s::text[]))
 ORDER BY s DESC LIMIT %(limit)s
 """
+
+
+@dataclass
+class Ranked:
+    id: str
+    score: float
+    dense: float
+    reader: float | None
+    following: str | None  # the next passage's text, when the reader read it with this one
 
 
 class _DbSourceNames(SourceNames):
@@ -108,15 +132,17 @@ class PostgresStore(PipelineDocuments):
 
     def __init__(self, library: PgLibrary, embedder: Embedder, pipeline: Pipeline, *,
                  keyword: Literal["bm25", "fts"] = "bm25", candidates: int = CANDIDATES,
-                 dense_encoders: Mapping[str, PassageEncoder] | None = None) -> None:
+                 dense_encoders: Mapping[str, PassageEncoder] | None = None,
+                 reader: Reader | None = None, reader_depth: int = READER_DEPTH) -> None:
         self.library = library
         self.dense_encoders = dict(dense_encoders or {})
+        self.reader = reader  # the cross-encoder over the first stage's top reader_depth (app.qa.retrieve.read)
+        self.reader_depth = reader_depth
         self.embedder = embedder
         self.pipeline = pipeline
         self.keyword = keyword
         self.candidates = candidates
         self._names: tuple[int, _DbSourceNames] | None = None
-        self._samples: dict[str, tuple[int, np.ndarray]] = {}
         self._warned: set[str] = set()
 
     # ---- per-generation state ------------------------------------------------------------------------------
@@ -132,23 +158,6 @@ class PostgresStore(PipelineDocuments):
             cached = self._names = (gen, _DbSourceNames(docs, self.library, int(meta["passages"]),
                                                         self.embedder.known_words()))
         return cached[1]
-
-    def _median_sample(self, passages: int, model: str = MINILM_KEY) -> np.ndarray:
-        """One model's vectors of up to MEDIAN_SAMPLE passages (all of them in a small library), for its median."""
-        cached = self._samples.get(model)
-        if cached is not None and abs(cached[0] - passages) <= 0.1 * max(cached[0], 1):
-            return cached[1]
-        col = _column(model)
-        with self.library.connection() as conn:
-            if passages <= MEDIAN_SAMPLE:
-                rows = conn.execute(f"SELECT {col} FROM passages WHERE {col} IS NOT NULL", binary=True).fetchall()
-            else:
-                pct = min(100.0, 100.0 * 2 * MEDIAN_SAMPLE / passages)
-                rows = conn.execute(f"SELECT {col} FROM passages TABLESAMPLE SYSTEM (%s) REPEATABLE (7) "
-                                    f"WHERE {col} IS NOT NULL LIMIT %s", (pct, MEDIAN_SAMPLE), binary=True).fetchall()
-        matrix = _matrix([r[0] for r in rows])
-        self._samples[model] = (passages, matrix.reshape(-1, self.library.dim))
-        return self._samples[model][1]
 
     def _models(self, meta: dict[str, str]) -> list[str]:
         """The dense models of the database's recorded choice that this process can encode queries for."""
@@ -261,35 +270,37 @@ class PostgresStore(PipelineDocuments):
             keyword = self._keyword_scores(conn, query, meta, ids, len(ids)) if keyword_top else {}
         if not ids:
             return []
-        dense = matrices[MINILM_KEY].reshape(len(ids), -1) @ qv  # MiniLM's cosine: the answerer's signal
-        parts = []
-        for m in models:
-            scores = matrices[m].reshape(len(ids), -1) @ qvecs[m]
-            sample = self._median_sample(n, m)
-            mid = float(np.median(sample @ qvecs[m])) if len(sample) else float(np.median(scores))
-            parts.append(scale_between(scores, mid, float(scores.max())))
-        fused = (1 - KEYWORD_WEIGHT) * np.mean(parts, axis=0)
-        top_keyword = max(keyword.values(), default=0.0)  # the best passage holds the rare terms: it is pooled
-        if top_keyword > 0:
-            fused += KEYWORD_WEIGHT * np.asarray([keyword.get(i, 0.0) for i in ids], dtype=np.float32) / top_keyword
-        boost = np.asarray([NAMED_BOOST if i in boosted else 0.0 for i in ids], dtype=np.float32)
-        fused += boost
-        if allowed is not None:
-            fused[[i not in allowed for i in ids]] = -np.inf
-        order = np.argsort(-fused, kind="stable")[: min(max(top_k, RERANK_CANDIDATES), len(ids))]
-        order = order[np.isfinite(fused[order])]
-        scores = fused[order]
-        if q_tokens is not None and len(order) and len(q_tokens):
-            stored = self.library.chunk_tokens([ids[i] for i in order])
-            blobs = [stored.get(ids[i]) for i in order]
-            late = (maxsim(self.library.codec, q_tokens, [b for b in blobs if b])
-                    if all(blobs) else None)  # a passage without word pieces: the fused order stands
-            if late is not None:
-                scores = (1 - LATE_WEIGHT) * scores + LATE_WEIGHT * scale_between(
-                    late, float(np.median(late)), float(late.max())) + LATE_WEIGHT * boost[order]
-                resort = np.argsort(-scores, kind="stable")
-                order, scores = order[resort], scores[resort]
-        chosen = [(ids[i], float(s), float(dense[i])) for i, s in zip(order[:top_k], scores[:top_k], strict=True)]
+        minilm = matrices[MINILM_KEY].reshape(len(ids), -1) @ qv  # MiniLM's cosine: the answerer's signal
+        lists = [matrices[m].reshape(len(ids), -1) @ qvecs[m] for m in models]
+        dense = minilm if MINILM_KEY in models else lists[0]  # the dense list; the other model is a voice
+        voices = [Voice(s) for m, s in zip(models, lists, strict=True) if m != MINILM_KEY and s is not dense]
+        kw = np.asarray([keyword.get(i, 0.0) for i in ids], dtype=np.float32)
+        is_named = np.asarray([i in boosted for i in ids], dtype=bool)
+        mask = np.asarray([i in allowed for i in ids], dtype=bool) if allowed is not None else None
+
+        def late(positions: np.ndarray) -> np.ndarray | None:
+            if q_tokens is None or not len(q_tokens):
+                return None
+            stored = self.library.chunk_tokens([ids[i] for i in positions])
+            blobs = [stored.get(ids[i]) for i in positions]
+            # a passage without word pieces: no MaxSim list
+            return maxsim(self.library.codec, q_tokens, [b for b in blobs if b]) if all(blobs) else None
+
+        # ids are sorted: a position is the chunk-id order the local store breaks ties by
+        order, fused = first_stage(Pool(dense, kw, is_named, mask, voices=voices), late)
+        logits = np.zeros(0, dtype=np.float32)
+        following: dict[str, str | None] = {}
+        if self.reader is not None and len(order):
+            top = [ids[i] for i in order[: self.reader_depth]]
+            with self.library.connection() as conn:
+                rows = {r[0]: r[1:] for r in conn.execute(NEXT_SQL, (top,)).fetchall()}
+            texts = [reader_text(*rows[i][:3]) for i in top]
+            near = {ids[i] for i in order[:CONTEXT_DEPTH].tolist()}
+            following = {i: rows[i][2] if rows[i][3] in near else None for i in top}
+            order, fused, logits = read(self.reader, query, order, fused, texts)
+        chosen = [Ranked(ids[i], float(fused[k]), float(minilm[i]), float(logits[k]) if k < len(logits) else None,
+                         following.get(ids[i]) if k < len(logits) else None)
+                  for k, i in enumerate(order[:top_k].tolist())]
         return self._sources(chosen, set(document_ids or ()))
 
     @staticmethod
@@ -307,10 +318,10 @@ class PostgresStore(PipelineDocuments):
         return {i for (i,) in conn.execute("SELECT id FROM passages WHERE id = ANY(%s) ORDER BY embedding <#> %s "
                                            "LIMIT %s", (sorted(ids), qv, self.candidates))}
 
-    def _sources(self, chosen: list[tuple[str, float, float]], wanted: set[str]) -> list[Source]:
+    def _sources(self, chosen: list[Ranked], wanted: set[str]) -> list[Source]:
         if not chosen:
             return []
-        heads = [c[0] for c in chosen]
+        heads = [c.id for c in chosen]
         with self.library.connection() as conn:
             rows = conn.execute("SELECT id, doc_id, text, location, head FROM chunks WHERE head = ANY(%s) "
                                 "ORDER BY doc_id, ord", (heads,)).fetchall()
@@ -323,12 +334,14 @@ class PostgresStore(PipelineDocuments):
             else:
                 by_head[head]["also"].append({"document_id": doc_id, "location": location})
         out: list[Source] = []
-        for head, score, dense in chosen:
+        for c in chosen:
+            head = c.id
             p = by_head.get(head)
             if p is None or "text" not in p:  # deleted between the ranking and this read
                 continue
             places = [{"document_id": p["doc_id"], "location": p["location"]}, *p["also"]]
-            out.append(cited(head, p["text"], score, dense, places, lambda d: docs.get(d, ("", "")), wanted))
+            out.append(cited(head, p["text"], c.score, c.dense, places, lambda d: docs.get(d, ("", "")), wanted,
+                             reader=c.reader, following=c.following))
         return out
 
     # ---- DocumentStore ---------------------------------------------------------------------------------
@@ -338,11 +351,13 @@ class PostgresStore(PipelineDocuments):
 
     def warm_up(self) -> None:
         """Ready means the database answers, the schema is current (migrated when the library opened) and the
-        model is loaded (an embedder makes its runtime on first use)."""
+        models are loaded (an embedder makes its runtime on first use; the cross-encoder)."""
         self.library.generation()
         load = getattr(self.embedder, "load", None)
         if load is not None:
             load()
+        if self.reader is not None:
+            self.reader.load()
 
     def close(self) -> None:
         self.library.close()
