@@ -9,12 +9,12 @@ sentences, not sampled. Errors are OpenAI's `{"error": {"message", "type", "para
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from app.api.schemas import MAX_TEXT, CitationPublic, DocumentId, SearchResultPublic
+from app.api.schemas import MAX_TEXT, CitationPublic, DocumentId, SearchResultPublic, TopK, integral
 
 OPENAI_PREFIX = "/v1"
 MODEL_ID = "lecture-qa"
@@ -65,9 +65,10 @@ class ChatCompletionRequest(BaseModel):
         f"{MAX_TEXT} characters of text); the earlier user messages are the conversation's history (the last "
         f"{MAX_HISTORY}), used for retrieval; system, assistant and tool messages are not read."))
     stream: bool = Field(False, description="Server-sent `chat.completion.chunk` events, ending with `data: [DONE]`.")
-    n: int | None = Field(None, ge=1, le=1, description="Only one choice is made.")
-    top_k: int | None = Field(None, ge=1, le=50, description="Extension: how many passages to retrieve "
-                              "(default LECTURE_QA_TOP_K). The openai SDK sends it with extra_body.")
+    n: Annotated[int, Field(ge=1, le=1), BeforeValidator(integral)] | None = Field(
+        None, description="Only one choice is made.")
+    top_k: TopK | None = Field(None, description="Extension: how many passages to retrieve (default "
+                               "LECTURE_QA_TOP_K). The openai SDK sends it with extra_body.")
     document_ids: list[DocumentId] | None = Field(None, max_length=500, description="Extension: only use these "
                                                   "documents (404 if one is unknown).")
 

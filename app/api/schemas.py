@@ -29,7 +29,7 @@ def _not_blank(value: str) -> str:
     return stripped
 
 
-def _integral(value: Any) -> Any:
+def integral(value: Any) -> Any:
     """JSON Schema's "integer" is any number with a zero fractional part, so `14.0` is valid where the published
     schema says integer (and clients serialising numbers as doubles send it): it is taken as 14. `14.5`, `"14"`
     and `true` still get a 422 (the models are strict)."""
@@ -37,7 +37,7 @@ def _integral(value: Any) -> Any:
 
 
 # Constraints before the validator: after it, pydantic publishes them as "ge"/"le" instead of minimum/maximum.
-TopK = Annotated[int, Field(ge=1, le=50), BeforeValidator(_integral)]
+TopK = Annotated[int, Field(ge=1, le=50), BeforeValidator(integral)]
 
 
 # Request models are strict: JSON gives every field its real type, so `"top_k": "5"` or `"stream": 0` is a
