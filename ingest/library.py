@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -53,6 +53,8 @@ from ingest.loaders import kind_for_name
 from ingest.public import DocumentInfo
 from ingest.textnorm import KEYWORDS_VERSION, keyword_tokens
 from ingest.token_vectors import TokenIndex
+
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -192,6 +194,21 @@ class Snapshot:
         return self.raw_chunks - len(self.passages)
 
 
+def _when_unlocked(step: Callable[[], T]) -> T:
+    """Run a start-up step of a library, again while SQLite says the database is locked. Two API workers
+    opening one new library at once: one of them failed to start with "database is locked" (a fresh-clone CI
+    run, tests/test_workers.py) although every connection waits 60 s for locks; some lock changes (setting WAL
+    on a new file, a read that must become a write) are refused at once instead of waited for."""
+    for attempt in range(40):
+        try:
+            return step()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 39:
+                raise
+            time.sleep(0.05 + 0.05 * attempt)
+    raise AssertionError("unreachable")
+
+
 def recorded_dense_model(conn: Any) -> str:
     """The dense-model choice a library was embedded for (MiniLM alone before there was a choice)."""
     row = conn.execute("SELECT value FROM meta WHERE key='dense_model'").fetchone()
@@ -293,6 +310,9 @@ class Library:
         self._snapshot: Snapshot | None = None
         self._snapshot_lock = threading.Lock()
         self._local = threading.local()  # one read connection per thread for the per-call generation check
+        _when_unlocked(self._open_schema)
+
+    def _open_schema(self) -> None:
         with contextlib.closing(self._connect()) as conn:
             ready = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='chunks'").fetchone()
             if not ready:  # only a new library needs the write lock here; readers never wait for writers
@@ -353,6 +373,9 @@ class Library:
 
     def ensure_embedder(self, name: str) -> None:
         """A library is searchable only with the model that embedded it: refuse a different one, clearly."""
+        _when_unlocked(lambda: self._ensure_embedder(name))
+
+    def _ensure_embedder(self, name: str) -> None:
         with contextlib.closing(self._connect()) as conn:
             row = conn.execute("SELECT value FROM meta WHERE key='embedder'").fetchone()
             if row is None:
@@ -370,14 +393,18 @@ class Library:
         """A library is searched only with the dense models it was embedded for. An empty library takes the
         configured choice; one embedded for another is refused with the command that re-embeds it."""
         extra_models(choice)  # a known choice
+        recorded = _when_unlocked(lambda: self._record_dense_model(choice))
+        if recorded != choice:
+            raise DenseModelMismatch(mismatch_message(str(self.data_dir), recorded, choice))
+
+    def _record_dense_model(self, choice: str) -> str:
+        """The recorded choice; an empty library records `choice` first."""
         with contextlib.closing(self._connect()) as conn:
             recorded = recorded_dense_model(conn)
-            if recorded == choice:
-                return
-            if conn.execute("SELECT 1 FROM chunks LIMIT 1").fetchone() is None:
+            if recorded != choice and conn.execute("SELECT 1 FROM chunks LIMIT 1").fetchone() is None:
                 conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('dense_model', ?)", (choice,))
-                return
-        raise DenseModelMismatch(mismatch_message(str(self.data_dir), recorded, choice))
+                return choice
+            return recorded
 
     def missing_vectors(self, model: str) -> list[tuple[str, str]]:
         """(chunk id, embed text) of the embedded chunks that lack this model's vector."""

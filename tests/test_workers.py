@@ -25,7 +25,9 @@ def test_two_workers_share_one_library(tmp_path):
     srv = Server(tmp_path / "data", workers=2)
     try:
         srv.wait_ready()
-        pids = _ready_from_every_worker(srv.url, 2, timeout=60)
+        # each worker loads the embedder and the cross-encoder on its own: on a loaded 2-core machine the second
+        # can be ready well after the first (a fresh-clone CI run with llama.cpp building beside it took over 60 s)
+        pids = _ready_from_every_worker(srv.url, 2, timeout=240)
         assert len(pids) == 2, "both workers should answer"
         deck = make_pptx([{"title": "Echo state networks",
                            "bullets": ["A reservoir of fixed random recurrent weights; only the readout is trained."]}])
