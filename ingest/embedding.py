@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -229,41 +229,53 @@ class OnnxInt8Embedder:
         tokens: list[np.ndarray] = [np.zeros((0, self.dim), dtype=np.float32)] * len(texts)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32), tokens
-        ids_list: list[list[int]] = []
-        for start in range(0, len(texts), TOKENIZE_BATCH):
-            encs = self._tokenizer.encode_batch(_bounded(texts[start : start + TOKENIZE_BATCH]),
-                                                add_special_tokens=True)
-            ids_list.extend(e.ids[: self.max_tokens + 1] + [e.ids[-1]] if len(e.ids) > self.max_tokens + 2
-                            else e.ids for e in encs)
-        order = sorted(range(len(ids_list)), key=lambda i: len(ids_list[i]))
         bulk, query, input_names = self._runtime()
-        out = np.zeros((len(ids_list), self.dim), dtype=np.float32)
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            width = max(len(ids_list[i]) for i in idx)
-            ids = np.zeros((len(idx), width), dtype=np.int64)
-            mask = np.zeros((len(idx), width), dtype=np.int64)
-            for row, i in enumerate(idx):
-                ids[row, : len(ids_list[i])] = ids_list[i]
-                mask[row, : len(ids_list[i])] = 1
-            feeds = {"input_ids": ids, "attention_mask": mask}
-            if "token_type_ids" in input_names:
-                feeds["token_type_ids"] = np.zeros_like(ids)
-            if len(texts) <= SMALL_BATCH:
-                with self._query_slots:  # sessions are thread-safe; bound the parallelism to the cores
-                    hidden = query.run(None, feeds)[0]
-            else:
-                with self._lock:
-                    hidden = bulk.run(None, feeds)[0]
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        batches = _forward(self._tokenizer, texts, self.max_tokens, batch_size, input_names, bulk, query,
+                           self._lock, self._query_slots)
+        for idx, lengths, mask, hidden in batches:
             m = mask[..., None].astype(np.float32)
             pooled = (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
             pooled /= np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
             out[idx] = pooled
             if with_tokens:
                 for row, i in enumerate(idx):
-                    t = np.asarray(hidden[row, 1 : len(ids_list[i]) - 1], dtype=np.float32)
+                    t = np.asarray(hidden[row, 1 : lengths[row] - 1], dtype=np.float32)
                     tokens[i] = t / np.clip(np.linalg.norm(t, axis=1, keepdims=True), 1e-12, None)
         return out, tokens
+
+
+def _forward(tokenizer: Any, texts: Sequence[str], max_tokens: int, batch_size: int, input_names: set[str],
+             bulk: Any, query: Any, lock: threading.Lock,
+             slots: threading.BoundedSemaphore) -> Iterator[tuple[list[int], list[int], np.ndarray, np.ndarray]]:
+    """One encoder forward pass over `texts`, shared by the ONNX embedders: word pieces cut to the model's window
+    (the closing [SEP] kept), batched by length, run on the single-thread query session for at most SMALL_BATCH
+    texts (sessions are thread-safe; the slots bound the parallelism to the cores) and on the bulk session, one
+    call at a time, otherwise. Yields (text indices, their piece counts, attention mask, last hidden state)."""
+    ids_list: list[list[int]] = []
+    for start in range(0, len(texts), TOKENIZE_BATCH):
+        encs = tokenizer.encode_batch(_bounded(texts[start : start + TOKENIZE_BATCH]), add_special_tokens=True)
+        ids_list.extend(e.ids[: max_tokens + 1] + [e.ids[-1]] if len(e.ids) > max_tokens + 2 else e.ids
+                        for e in encs)
+    order = sorted(range(len(ids_list)), key=lambda i: len(ids_list[i]))
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        lengths = [len(ids_list[i]) for i in idx]
+        ids = np.zeros((len(idx), max(lengths)), dtype=np.int64)
+        mask = np.zeros_like(ids)
+        for row, i in enumerate(idx):
+            ids[row, : lengths[row]] = ids_list[i]
+            mask[row, : lengths[row]] = 1
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in input_names:
+            feeds["token_type_ids"] = np.zeros_like(ids)
+        if len(texts) <= SMALL_BATCH:
+            with slots:
+                hidden = query.run(None, feeds)[0]
+        else:
+            with lock:
+                hidden = bulk.run(None, feeds)[0]
+        yield idx, lengths, mask, hidden
 
 
 def _count(tokenizer: Any, texts: Sequence[str]) -> list[int]:
@@ -322,32 +334,9 @@ class BgeSmallEmbedder:
 
     def _encode(self, texts: list[str], batch_size: int) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        if not texts:
-            return out
-        ids_list: list[list[int]] = []
-        for start in range(0, len(texts), TOKENIZE_BATCH):
-            encs = self._tokenizer.encode_batch(_bounded(texts[start : start + TOKENIZE_BATCH]),
-                                                add_special_tokens=True)
-            ids_list.extend(e.ids[: self.max_tokens + 1] + [e.ids[-1]] if len(e.ids) > self.max_tokens + 2
-                            else e.ids for e in encs)
-        order = sorted(range(len(ids_list)), key=lambda i: len(ids_list[i]))
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            width = max(len(ids_list[i]) for i in idx)
-            ids = np.zeros((len(idx), width), dtype=np.int64)
-            mask = np.zeros((len(idx), width), dtype=np.int64)
-            for row, i in enumerate(idx):
-                ids[row, : len(ids_list[i])] = ids_list[i]
-                mask[row, : len(ids_list[i])] = 1
-            feeds = {"input_ids": ids, "attention_mask": mask}
-            if "token_type_ids" in self._input_names:
-                feeds["token_type_ids"] = np.zeros_like(ids)
-            if len(texts) <= SMALL_BATCH:
-                with self._query_slots:
-                    hidden = self._query_session.run(None, feeds)[0]
-            else:
-                with self._lock:
-                    hidden = self._session.run(None, feeds)[0]
+        batches = _forward(self._tokenizer, texts, self.max_tokens, batch_size, self._input_names, self._session,
+                           self._query_session, self._lock, self._query_slots)
+        for idx, _, _, hidden in batches:
             cls = np.asarray(hidden[:, 0], dtype=np.float32)
             out[idx] = cls / np.clip(np.linalg.norm(cls, axis=1, keepdims=True), 1e-12, None)
         return out
