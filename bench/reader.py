@@ -23,12 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-QUERIES = [
-    "what does the forget gate in an LSTM do?", "why do gradients vanish in RNNs?", "what is teacher forcing?",
-    "how does attention help seq2seq models?", "GRU update gate equation", "what is truncated BPTT?",
-    "difference between LSTM and GRU", "what is multi-head attention?", "positional encoding in transformers",
-    "how does beam search work?", "gradient clipping threshold", "bidirectional RNN hidden states",
-]
+from query import QUERIES  # noqa: E402  (bench/ is sys.path[0]: the same questions as bench/query.py)
 
 
 def p50(values: list[float]) -> float:
